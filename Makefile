@@ -1,0 +1,41 @@
+# The two commands a hall's IT staff and developers need: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PACKAGES := hall_daemon drivers display broadcast sync
+
+.PHONY: setup demo test test-unit test-service lint typecheck format bench clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	@scripts/demo.sh
+
+test: setup lint typecheck
+	$(PY) -m pytest -m unit -q
+	$(PY) -m pytest -m service -q
+
+test-unit: setup
+	$(PY) -m pytest -m unit -q
+
+test-service: setup
+	$(PY) -m pytest -m service -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) bench/engine_bench.py
+	$(PY) bench/store_bench.py
+	$(PY) bench/recovery_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo

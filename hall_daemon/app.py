@@ -1,0 +1,109 @@
+"""The composition root: builds the hall from config.yaml and wires every part to it.
+
+Start-up follows the one path backwards: store and recovery first, then the outputs
+(subscribers of the bus), then the inputs (web, ports, MQTT commands). Shutdown is the
+reverse. Only this module imports from drivers/, display/, broadcast/ and sync/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from aiohttp import web
+
+from . import commands as c
+from .config import HallConfig
+from .hall import Hall
+from .model import DomainError
+from .store import Store
+from .systemd import notify
+from .web import make_app
+
+log = logging.getLogger(__name__)
+
+TICK_S = 15.0  # how often the clock is offered to the engine (day end, timeouts)
+HOUSEKEEPING_S = 3600.0
+
+
+async def _every(period: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
+    """Run `job` periodically; a failure is logged and retried next period, never fatal."""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except DomainError as exc:
+            log.warning("%s refused: %s", name, exc)
+        except Exception:
+            log.exception("%s failed; will try again", name)
+
+
+class Daemon:
+    def __init__(self, config: HallConfig) -> None:
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.hall = Hall(
+            config.to_spec(),
+            Store(config.database_url()),
+            snapshot_every=config.storage.snapshot_every,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.hall.start()
+        app = make_app(self.hall)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.web.host, self.config.web.port)
+        await site.start()
+        log.info("web server on http://%s:%d/", self.config.web.host, self.config.web.port)
+        loop = asyncio.get_running_loop()
+        self._tasks += [
+            loop.create_task(_every(TICK_S, "clock tick", self._tick), name="tick"),
+            loop.create_task(_every(HOUSEKEEPING_S, "housekeeping", self._housekeeping)),
+        ]
+        notify("READY=1")
+
+    async def _tick(self) -> None:
+        await self.hall.submit(c.Tick(self.hall.now()))
+
+    async def _housekeeping(self) -> None:
+        cutoff = self.hall.now() - timedelta(days=self.config.storage.outbox_retention_days)
+        pruned = await self.hall._io(self.hall.store.prune, cutoff)
+        if pruned:
+            log.info("housekeeping: pruned %d acknowledged outbox rows", pruned)
+
+    async def stop(self) -> None:
+        notify("STOPPING=1")
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.hall.stop()
+        log.info("stopped cleanly")
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+
+
+def run(config: HallConfig) -> None:
+    asyncio.run(Daemon(config).run_until_signalled())

@@ -1,0 +1,140 @@
+"""`hall-daemon`: run the hall, check its config, export its event log."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime, time, tzinfo
+from typing import TYPE_CHECKING, TextIO
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .config import HallConfig
+
+DEFAULT_CONFIG = "/etc/hall-daemon/config.yaml"
+
+
+def _parse_when(text: str, tz: tzinfo) -> datetime:
+    """A date (`2026-11-01`, midnight local) or an ISO time; local to the hall when no offset."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or ISO time: {text!r}") from None
+    if len(text) == 10:
+        when = datetime.combine(when.date(), time())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=tz)
+    return when
+
+
+def _load(path: str) -> HallConfig:
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import run
+
+    config = _load(args.config)
+    run(config)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    spec = config.to_spec()
+    print(
+        f"{args.file}: OK — hall {config.hall.id!r}, {len(spec.services)} services, "
+        f"{len(spec.counters)} counters, {len(config.ports)} ports"
+    )
+    return 0
+
+
+def cmd_events_export(args: argparse.Namespace) -> int:
+    from .events import dumps
+    from .store import Store
+
+    config = _load(args.config)
+    tz = config.to_spec().tz()
+    since = _parse_when(args.since, tz) if args.since else None
+    until = _parse_when(args.until, tz) if args.until else None
+    store = Store(config.database_url())
+    store.open()
+    out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        for event in store.iter_events(since=since, until=until):
+            out.write(dumps(event) + "\n")
+            count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        store.close()
+    print(f"exported {count} events", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hall-daemon",
+        description="Edge daemon for a government service hall (行政审批服务大厅).",
+    )
+    p.add_argument("--version", action="version", version=f"hall-daemon {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the hall daemon", description="Run the hall daemon.")
+    run.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Validate a config file; errors name the file, line and field.",
+    )
+    check.add_argument(
+        "file", nargs="?", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
+    )
+    check.set_defaults(func=cmd_check_config)
+
+    events = sub.add_parser("events", help="work with the event log", description="The event log.")
+    esub = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
+    export = esub.add_parser(
+        "export",
+        help="write the event log as JSON lines",
+        description="Write events as JSON lines in the MQTT contract's format, in seq order.",
+    )
+    export.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
+    )
+    export.add_argument(
+        "--since", help="from this date or ISO time (hall's local time if no offset)"
+    )
+    export.add_argument("--until", help="before this date or ISO time")
+    export.add_argument("-o", "--output", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_events_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

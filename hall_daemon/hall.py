@@ -1,0 +1,227 @@
+"""The hall at run time: the single writer between adapters, the engine, the store and the bus.
+
+Adapters `submit` commands. One task takes them in order, runs them through the engine,
+commits their events (and now and then a snapshot) in one transaction on the store's own
+thread, and only then hands the committed events to the bus and answers the adapters.
+Commands that arrive while a commit is in flight are committed together in the next one
+(group commit): each still gets its answer only once its events are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from . import commands as c
+from .bus import Bus
+from .engine import DAY_STARTED, Engine
+from .events import Event, StoredEvent
+from .forecast import Forecaster, queue_length_forecast
+from .model import DomainError, HallSpec
+from .state import HallState
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_BATCH = 256
+
+
+class HallUnavailable(DomainError):
+    """The command could not be made durable; nothing was issued and the caller may retry."""
+
+    code = 500
+    slug = "store-unavailable"
+
+
+@dataclass
+class _Pending:
+    command: c.Command
+    future: asyncio.Future[list[StoredEvent]]
+
+
+@dataclass
+class WriterStats:
+    commands: int = 0
+    refused: int = 0
+    events: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    last_commit_s: float = 0.0
+    last_commit_ok: bool = True
+
+
+class Hall:
+    def __init__(
+        self,
+        spec: HallSpec,
+        store: Store,
+        *,
+        snapshot_every: int = 1000,
+        forecaster: Forecaster = queue_length_forecast,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.bus = Bus()
+        self.snapshot_every = snapshot_every
+        self.forecaster = forecaster
+        self.engine = Engine(spec, forecaster=forecaster)
+        self.boot = 0
+        self.stats = WriterStats()
+        self._tz = spec.tz()
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._since_snapshot = 0
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the store and rebuild the hall's state from it; then take commands."""
+        started = time.perf_counter()
+        await self._io(self.store.open)
+        self.engine = await self._io(self._recover)
+        self.boot = await self._io(self.store.next_boot)
+        self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="hall-writer")
+        self._accepting = True
+        log.info(
+            "hall recovered to seq %d in %.3f s (boot %d)",
+            self.store.last_seq(),
+            time.perf_counter() - started,
+            self.boot,
+        )
+        await self.submit(c.Tick(self.now()))  # close yesterday if the daemon slept through it
+
+    async def stop(self) -> None:
+        """Stop taking commands, finish those already taken, then close the store."""
+        self._accepting = False
+        if self._task is not None:
+            while self._queue:
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.bus.drain(timeout=2.0)
+        await self.bus.close()
+        await self._io(self.store.close)
+        self._writer_thread.shutdown(wait=True)
+
+    def now(self) -> datetime:
+        return datetime.now(self._tz)
+
+    @property
+    def state(self) -> HallState:
+        """Read-only view for outputs; only the writer task changes it."""
+        return self.engine.state
+
+    @property
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done() and self.stats.last_commit_ok
+
+    # -- commands --------------------------------------------------------------------------
+    async def submit(self, command: c.Command) -> list[StoredEvent]:
+        """Run a command; return its committed events. Raises DomainError if it cannot apply."""
+        if not self._accepting:
+            raise HallUnavailable("the hall is not taking commands (starting or stopping)")
+        future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(command, future))
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                await self._run_batch()
+
+    async def _run_batch(self) -> None:
+        batch: list[tuple[_Pending, int, int, DomainError | None]] = []
+        events: list[Event] = []
+        broken = False
+        while self._queue and len(batch) < MAX_BATCH:
+            p = self._queue.popleft()
+            start = len(events)
+            try:
+                events.extend(self.engine.execute(p.command))
+                batch.append((p, start, len(events), None))
+            except DomainError as exc:
+                events.extend(exc.events)
+                batch.append((p, start, start, exc))
+            except Exception:
+                # An engine bug: its state may hold half a command. Commit what came before,
+                # refuse this one, and rebuild the state from the store.
+                log.exception("engine failed on %r", p.command)
+                batch.append((p, start, start, HallUnavailable("internal error, see the log")))
+                broken = True
+                break
+        self.stats.commands += len(batch)
+        stored = await self._commit(events)
+        if stored is None or broken:
+            self.engine = await self._io(self._recover)
+        for p, start, end, error in batch:
+            if p.future.done():  # the submitter went away (cancelled); its events still stand
+                continue
+            if stored is None:
+                p.future.set_exception(HallUnavailable("could not store the command; try again"))
+            elif error is not None:
+                self.stats.refused += 1
+                p.future.set_exception(error)
+            else:
+                p.future.set_result(stored[start:end])
+
+    async def _commit(self, events: list[Event]) -> list[StoredEvent] | None:
+        if not events:
+            return []
+        snapshot: dict[str, Any] | None = None
+        self._since_snapshot += len(events)
+        if self._since_snapshot >= self.snapshot_every or any(
+            e.type == DAY_STARTED for e in events
+        ):
+            snapshot = self.engine.state.to_dict()  # taken here: the state is still this batch's
+        started = time.perf_counter()
+        try:
+            stored = await self._io(
+                self.store.append, events, (lambda _seq: snapshot) if snapshot else None
+            )
+        except StoreError:
+            self.stats.commit_failures += 1
+            self.stats.last_commit_ok = False
+            log.exception(
+                "could not commit %d events; rebuilding the hall from the store", len(events)
+            )
+            return None
+        if snapshot is not None:
+            self._since_snapshot = 0
+        self.stats.commits += 1
+        self.stats.events += len(stored)
+        self.stats.last_commit_s = time.perf_counter() - started
+        self.stats.last_commit_ok = True
+        self.bus.publish(stored)
+        return stored
+
+    # -- recovery --------------------------------------------------------------------------
+    def _recover(self) -> Engine:
+        """Latest snapshot, then every event after it: the state the log implies."""
+        snap = self.store.latest_snapshot()
+        state = HallState.from_dict(self.spec, snap[1]) if snap else None
+        engine = Engine(self.spec, forecaster=self.forecaster, state=state)
+        after = snap[0] if snap else 0
+        while batch := self.store.events_after(after, limit=5000):
+            for e in batch:
+                engine.apply(e.event)
+            after = batch[-1].seq
+        self._since_snapshot = after - (snap[0] if snap else 0)
+        return engine
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Store calls block (fsync): they run on the store's one thread, in order."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
