@@ -67,6 +67,10 @@ class Key(enum.IntEnum):
     DONE = 0x14
 
 
+_FUNCTION_CODES = frozenset(int(f) for f in Function)
+_KEY_CODES = frozenset(int(k) for k in Key)
+
+
 class ProtocolError(ValueError):
     """A well-framed message whose content the contract does not allow.
 
@@ -209,7 +213,7 @@ class Bus68Decoder:
             return BadFrame.BAD_LENGTH
         if available < HEADER_SIZE + 2:
             return _NEED_MORE
-        if buf[s + 5] not in Function._value2member_map_:
+        if buf[s + 5] not in _FUNCTION_CODES:
             return BadFrame.UNKNOWN_FUNCTION
         total = HEADER_SIZE + length + 2
         if available < total:
@@ -313,7 +317,7 @@ def _parse_key(frame: Frame) -> KeyPress:
         raise ProtocolError("too-many-digits")
     if any(d > 9 for d in digit_bytes):
         raise ProtocolError("bad-digit")
-    if data[-1] not in Key._value2member_map_:
+    if data[-1] not in _KEY_CODES:
         raise ProtocolError("unknown-key")
     digits = "".join(str(d) for d in digit_bytes)
     return KeyPress(frame.address, data[0], digits, Key(data[-1]))

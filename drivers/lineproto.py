@@ -198,6 +198,10 @@ class PaperState(enum.StrEnum):
     OUT = "OUT"
 
 
+_KINDS = frozenset(str(k) for k in DeviceKind)
+_PAPER_STATES = frozenset(str(p) for p in PaperState)
+
+
 @dataclass(frozen=True)
 class Hello:
     device_id: str
@@ -252,7 +256,7 @@ def parse_request(line: Line) -> Request:
     command, args = words[0], words[1:]
     match command, args:
         case "HELLO", (device_id, kind, firmware):
-            if kind not in DeviceKind._value2member_map_:
+            if kind not in _KINDS:
                 raise _malformed("bad-kind")
             return Hello(device_id, DeviceKind(kind), firmware)
         case "TAKE", (service,):
@@ -266,7 +270,7 @@ def parse_request(line: Line) -> Request:
         case "CHECKIN", (code,):
             return CheckIn(code)
         case "PAPER", (state,):
-            if state not in PaperState._value2member_map_:
+            if state not in _PAPER_STATES:
                 raise _malformed("bad-paper-state")
             return Paper(PaperState(state))
         case "PING", ():

@@ -66,6 +66,7 @@ class Hall:
         *,
         snapshot_every: int = 1000,
         forecaster: Forecaster = queue_length_forecast,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -76,6 +77,7 @@ class Hall:
         self.boot = 0
         self.stats = WriterStats()
         self._tz = spec.tz()
+        self._clock = clock or (lambda: datetime.now(self._tz))
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._since_snapshot = 0
@@ -115,7 +117,8 @@ class Hall:
         self._writer_thread.shutdown(wait=True)
 
     def now(self) -> datetime:
-        return datetime.now(self._tz)
+        """The hall's local time; simulations and tests give the hall a clock of their own."""
+        return self._clock()
 
     @property
     def state(self) -> HallState:

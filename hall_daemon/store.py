@@ -445,10 +445,9 @@ class Store:
         """
         cutoff = _micros(sent_before)
         with self._writing() as conn:
+            # Pending rows have sent_at NULL, which no comparison matches: they are never pruned.
             deleted = conn.execute(
-                delete(outbox_table).where(
-                    outbox_table.c.sent_at.is_not(None), outbox_table.c.sent_at < cutoff
-                )
+                delete(outbox_table).where(outbox_table.c.sent_at < cutoff)
             ).rowcount
             if keep_snapshots <= 0:
                 deleted += conn.execute(delete(snapshots_table)).rowcount
