@@ -18,7 +18,9 @@ DEFAULT_CONFIG = "/etc/hall-daemon/config.yaml"
 
 
 def _parse_when(text: str, tz: tzinfo) -> datetime:
-    """A date (`2026-11-01`, midnight local) or an ISO time; local to the hall when no offset."""
+    """`today`, a date (`2026-11-01`, midnight local) or an ISO time, local when no offset."""
+    if text == "today":
+        return datetime.combine(datetime.now(tz).date(), time(), tzinfo=tz)
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
     )
     export.add_argument(
-        "--since", help="from this date or ISO time (hall's local time if no offset)"
+        "--since", help="from `today`, a date or an ISO time (the hall's local time if no offset)"
     )
     export.add_argument("--until", help="before this date or ISO time")
     export.add_argument("-o", "--output", help="file to write (default: standard output)")

@@ -1,0 +1,86 @@
+"""Run the real `hall-daemon` process on a copy of the example config, for service tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp: Path, *, web_port: int, **replace: str) -> Path:
+    """config.yaml with its own state directory and web port; `replace` maps regex → text."""
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    text = text.replace("state_dir: ./state", f"state_dir: {tmp / 'state'}")
+    text = re.sub(r"(?m)^(web:\n(?:  .*\n|\s*\n|  #.*\n)*?  port:) \d+", rf"\1 {web_port}", text)
+    for pattern, new in replace.items():
+        text = re.sub(pattern, new, text)
+    path = tmp / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def hall_daemon(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hall_daemon", *args], capture_output=True, text=True, timeout=60, **kw
+    )
+
+
+class Daemon:
+    def __init__(self, config: Path, web_port: int) -> None:
+        self.config, self.web_port = config, web_port
+        self.log = config.parent / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hall_daemon", "run", "-c", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                status, _ = self.get("/healthz")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"daemon not healthy within {timeout} s:\n{self.log_text()}")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
