@@ -37,7 +37,11 @@ def write_config(tmp: Path, *, web_port: int, **replace: str) -> Path:
 
 def hall_daemon(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hall_daemon", *args], capture_output=True, text=True, timeout=60, **kw
+        [sys.executable, "-m", "hall_daemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
     )
 
 

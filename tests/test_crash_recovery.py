@@ -23,7 +23,7 @@ from hall_daemon.events import TICKET_ISSUED
 from hall_daemon.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
-import dayrunner  # noqa: E402
+import dayrunner
 
 pytestmark = pytest.mark.service
 
@@ -34,8 +34,12 @@ TERMINAL = {"ticket.done", "ticket.no_show", "ticket.cancelled"}
 
 def start_runner(db: str, start: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(Path(dayrunner.__file__)), "--db", db, "--commands", str(COMMANDS)]
-        + ["--start", str(start), "--snapshot-every", "150"],
+        [
+            sys.executable,
+            str(Path(dayrunner.__file__)),
+            *("--db", db, "--commands", str(COMMANDS), "--start", str(start)),
+            *("--snapshot-every", "150"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(dayrunner.REPO)},

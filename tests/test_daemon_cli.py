@@ -31,16 +31,25 @@ def test_check_config_accepts_the_example_and_names_the_line_of_an_error(tmp_pat
     result = hall_daemon("check-config", str(bad))
     assert result.returncode == 2
     line = next(i for i, t in enumerate(bad.read_text().splitlines(), 1) if "[A, X]" in t)
-    assert re.search(rf"config\.yaml:{line} counters\[\d\]\.services\[1\]: unknown service 'X'", result.stderr)
+    assert re.search(
+        rf"config\.yaml:{line} counters\[\d\]\.services\[1\]: unknown service 'X'", result.stderr
+    )
 
 
 def test_every_command_has_help() -> None:
-    for args in (["--help"], ["run", "--help"], ["check-config", "--help"], ["events", "export", "--help"]):
+    for args in (
+        ["--help"],
+        ["run", "--help"],
+        ["check-config", "--help"],
+        ["events", "export", "--help"],
+    ):
         result = hall_daemon(*args)
         assert result.returncode == 0 and "usage: hall-daemon" in result.stdout
 
 
-def test_run_serves_health_stops_cleanly_and_exports_its_log(daemon: Daemon, tmp_path: Path) -> None:
+def test_run_serves_health_stops_cleanly_and_exports_its_log(
+    daemon: Daemon, tmp_path: Path
+) -> None:
     daemon.start()
     status, health = daemon.get("/healthz")
     assert status == 200 and health["ok"] and health["boot"] == 1
@@ -57,10 +66,20 @@ def test_run_serves_health_stops_cleanly_and_exports_its_log(daemon: Daemon, tmp
     assert daemon.stop() == 0
 
     out = tmp_path / "events.jsonl"
-    result = hall_daemon("events", "export", "-c", str(daemon.config), "--since", "2000-01-01", "-o", str(out))
+    result = hall_daemon(
+        "events", "export", "-c", str(daemon.config), "--since", "2000-01-01", "-o", str(out)
+    )
     assert result.returncode == 0, result.stderr
     events = [loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert events and [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[0].type == "hall.day_started"
-    assert from_contract({"v": 1, **{k: getattr(events[0], k) for k in ("seq", "id", "type", "data")},
-                          "at": events[0].at.isoformat()}) == events[0]
+    assert (
+        from_contract(
+            {
+                "v": 1,
+                **{k: getattr(events[0], k) for k in ("seq", "id", "type", "data")},
+                "at": events[0].at.isoformat(),
+            }
+        )
+        == events[0]
+    )

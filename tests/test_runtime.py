@@ -1,4 +1,4 @@
-"""The hall at run time: commands are durable before anyone hears of them; outputs can't stall it."""
+"""The hall at run time: commands are durable before anyone hears; outputs can't stall it."""
 
 from __future__ import annotations
 

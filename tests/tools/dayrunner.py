@@ -51,7 +51,9 @@ def script(seed: int, n: int, hall: HallSpec) -> list[c.Command]:
         r = rnd.random()
         cmd: c.Command
         if r < 0.42:
-            cmd = c.TakeTicket(t, rnd.choice(services), f"tok-{seed}-{i}", priority=rnd.random() < 0.1)
+            cmd = c.TakeTicket(
+                t, rnd.choice(services), f"tok-{seed}-{i}", priority=rnd.random() < 0.1
+            )
         elif r < 0.67:
             cmd = c.CallNext(t, k)
         elif r < 0.72:
@@ -89,7 +91,9 @@ async def main() -> None:
     hall_spec = spec()
     cmds = script(args.seed, args.commands, hall_spec)
     first_at = cmds[min(args.start, len(cmds) - 1)].at
-    hall = Hall(hall_spec, Store(args.db), snapshot_every=args.snapshot_every, clock=lambda: first_at)
+    hall = Hall(
+        hall_spec, Store(args.db), snapshot_every=args.snapshot_every, clock=lambda: first_at
+    )
     await hall.start()
     print(f"RECOVERED {hall.store.last_seq()} {digest(hall.state)}", flush=True)
     for i in range(args.start, len(cmds)):
