@@ -77,7 +77,7 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         cutoff = self.hall.now() - timedelta(days=self.config.storage.outbox_retention_days)
-        pruned = await self.hall._io(self.hall.store.prune, cutoff)
+        pruned = await self.hall.io(self.hall.store.prune, cutoff)
         if pruned:
             log.info("housekeeping: pruned %d acknowledged outbox rows", pruned)
 

@@ -89,9 +89,9 @@ class Hall:
     async def start(self) -> None:
         """Open the store and rebuild the hall's state from it; then take commands."""
         started = time.perf_counter()
-        await self._io(self.store.open)
-        self.engine = await self._io(self._recover)
-        self.boot = await self._io(self.store.next_boot)
+        await self.io(self.store.open)
+        self.engine = await self.io(self._recover)
+        self.boot = await self.io(self.store.next_boot)
         self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="hall-writer")
         self._accepting = True
         log.info(
@@ -113,7 +113,7 @@ class Hall:
             self._task = None
         await self.bus.drain(timeout=2.0)
         await self.bus.close()
-        await self._io(self.store.close)
+        await self.io(self.store.close)
         self._writer_thread.shutdown(wait=True)
 
     def now(self) -> datetime:
@@ -169,7 +169,7 @@ class Hall:
         self.stats.commands += len(batch)
         stored = await self._commit(events)
         if stored is None or broken:
-            self.engine = await self._io(self._recover)
+            self.engine = await self.io(self._recover)
         for p, start, end, error in batch:
             if p.future.done():  # the submitter went away (cancelled); its events still stand
                 continue
@@ -192,7 +192,7 @@ class Hall:
             snapshot = self.engine.state.to_dict()  # taken here: the state is still this batch's
         started = time.perf_counter()
         try:
-            stored = await self._io(
+            stored = await self.io(
                 self.store.append, events, (lambda _seq: snapshot) if snapshot else None
             )
         except StoreError:
@@ -225,6 +225,6 @@ class Hall:
         self._since_snapshot = after - (snap[0] if snap else 0)
         return engine
 
-    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Store calls block (fsync): they run on the store's one thread, in order."""
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)

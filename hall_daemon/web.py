@@ -53,7 +53,7 @@ async def healthz(request: web.Request) -> web.Response:
     await asyncio.sleep(0)
     loop_lag = time.perf_counter() - started
     try:
-        store_ok = await asyncio.wait_for(hall._io(hall.store.ping), timeout=2.0)
+        store_ok = await asyncio.wait_for(hall.io(hall.store.ping), timeout=2.0)
     except Exception:
         store_ok = False
     ok = hall.healthy and store_ok
