@@ -169,9 +169,12 @@ class Engine:
         elif kind == DAY_STARTED:
             day = date.fromisoformat(d["day"])
             s.start_day(day)
-            # Appointments of days gone by can no longer be checked in.
+            # Appointments of days gone by can no longer be checked in; one checked in
+            # yesterday was served or cancelled with yesterday's tickets.
             s.appointments = {
-                k: a for k, a in s.appointments.items() if self.spec.business_day(a.end) >= day
+                k: a
+                for k, a in s.appointments.items()
+                if a.ticket is None and self.spec.business_day(a.end) >= day
             }
         else:
             raise ValueError(f"unknown event type {kind!r}")
@@ -194,6 +197,11 @@ class Engine:
             d["appointment"] = t.appointment
         return d
 
+    def _cancelled_data(self, t: Ticket, reason: str) -> dict[str, Any]:
+        """A called ticket is cancelled at its counter; an appointment's ticket names it."""
+        at_counter = t.counter if t.state in (CALLED, SERVING) else None
+        return {**self._ticket_data(t, at_counter), "reason": reason}
+
     def _advance_day(self, at: datetime) -> None:
         """On a new day's first command, close yesterday: cancel what is left, close counters."""
         day = self.spec.business_day(at)
@@ -202,9 +210,7 @@ class Engine:
             return
         for t in list(s.tickets.values()):
             if not t.finished:
-                self._emit(
-                    ev.TICKET_CANCELLED, at, number=t.number, service=t.service, reason="day_end"
-                )
+                self._emit(ev.TICKET_CANCELLED, at, **self._cancelled_data(t, "day_end"))
         for counter in s.counters.values():
             if counter.state != CLOSED:
                 self._emit(ev.COUNTER_CLOSED, at, counter=counter.id)
@@ -328,9 +334,7 @@ class Engine:
         t = self._find_ticket(cmd.ticket)
         if t.finished:
             raise Conflict(f"ticket {t.number} is already {t.state}", "already-finished")
-        self._emit(
-            ev.TICKET_CANCELLED, cmd.at, number=t.number, service=t.service, reason=cmd.reason
-        )
+        self._emit(ev.TICKET_CANCELLED, cmd.at, **self._cancelled_data(t, cmd.reason))
 
     # -- counters calling -----------------------------------------------------------------
     def _take_floor(self, counter: Counter, at: datetime) -> None:
@@ -425,13 +429,15 @@ class Engine:
         to = self._service(cmd.service)
         if to == t.service:
             raise Conflict(f"ticket {t.number} is already in service {to}", "same-service")
-        self._emit(
-            ev.TICKET_TRANSFERRED,
-            cmd.at,
-            number=t.number,
-            **{"from": t.service, "to": to},
-            counter=counter.id,
-        )
+        data: dict[str, Any] = {
+            "number": t.number,
+            "from": t.service,
+            "to": to,
+            "counter": counter.id,
+        }
+        if t.appointment is not None:
+            data["appointment"] = t.appointment
+        self._emit(ev.TICKET_TRANSFERRED, cmd.at, **data)
 
     def _rate(self, cmd: c.Rate) -> None:
         counter = self._counter(cmd.counter)

@@ -15,10 +15,10 @@ import pytest
 
 from hall_daemon import events as ev
 from hall_daemon.commands import (
-    Cancel,
-    CancelAppointment,
     CallNext,
     CallNumber,
+    Cancel,
+    CancelAppointment,
     CheckIn,
     CloseCounter,
     Command,
@@ -113,7 +113,7 @@ class Hall:
         with pytest.raises(kind) as info:
             self.engine.execute(cmd)
         err = info.value
-        assert err.slug == slug
+        assert type(err) is kind and err.slug == slug
         self.log.extend(err.events)
         if not err.events:
             assert self.state.to_dict() == before
@@ -189,7 +189,11 @@ def test_new_day_cancels_unfinished_tickets_closes_counters_and_restarts_numbers
     assert hall.do(Tick(at(3, 59, 59, day=5))) == []  # still Monday's hall day
     out = hall.do(TakeTicket(at(4, 0, 0, day=5), "B", "tok-new"))
     assert out == [
-        (ev.TICKET_CANCELLED, {"number": "A001", "service": "A", "reason": "day_end"}),
+        # A001 was called at counter 1; B001 was set aside (not at a counter)
+        (
+            ev.TICKET_CANCELLED,
+            {"number": "A001", "service": "A", "counter": 1, "reason": "day_end"},
+        ),
         (ev.TICKET_CANCELLED, {"number": "B001", "service": "B", "reason": "day_end"}),
         (ev.TICKET_CANCELLED, {"number": "A003", "service": "A", "reason": "day_end"}),
         (ev.COUNTER_CLOSED, {"counter": 1}),
@@ -414,7 +418,9 @@ def test_call_next_unknown_counter() -> None:
 
 
 @pytest.mark.parametrize(("b_issued", "expected"), [(at(9), "A001"), (at(8, 55), "B001")])
-def test_weighted_wait_prefers_the_counters_first_service(b_issued: datetime, expected: str) -> None:
+def test_weighted_wait_prefers_the_counters_first_service(
+    b_issued: datetime, expected: str
+) -> None:
     # A waited 300+1 s (weight 1); B waited 600+1 s -> 300.5 or 900+1 s -> 450.5 (weight 0.5)
     hall = Hall(start=at(8, 50))
     hall.take("B", b_issued)
@@ -505,7 +511,10 @@ def test_call_number_full_number() -> None:
     hall.take("A", at(9))
     hall.take("A", at(9, 1))
     hall.take("B", at(9, 2))
-    assert hall.do(CallNumber(at(9, 5), 2, "a002")) == [opened(2, ["B", "A"]), called("A002", "A", 2)]
+    assert hall.do(CallNumber(at(9, 5), 2, "a002")) == [
+        opened(2, ["B", "A"]),
+        called("A002", "A", 2),
+    ]
     assert hall.waiting("A") == ["A001"]
     # B001 is not a service of counter 3; A002 is called elsewhere; A009 does not exist
     for ref in ["B001", "A002", "A009", "12", "X1", ""]:
@@ -784,7 +793,12 @@ def test_cancel_a_called_ticket_frees_its_counter() -> None:
     hall.take("A", at(9, 1))
     hall.do(CallNext(at(9, 2), 1))
     hall.do(Serving(at(9, 3), 1))
-    assert hall.do(Cancel(at(9, 4), "A001"))[0][0] == ev.TICKET_CANCELLED
+    assert hall.do(Cancel(at(9, 4), "A001")) == [
+        (
+            ev.TICKET_CANCELLED,
+            {"number": "A001", "service": "A", "counter": 1, "reason": "cancelled"},
+        )
+    ]
     c1 = hall.state.counters[1]
     assert (c1.state, c1.current, c1.last) == ("open", None, None)
     assert hall.do(CallNext(at(9, 5), 1)) == [called("A002", "A", 1)]  # nothing to finish
@@ -941,7 +955,12 @@ def test_check_in_window_and_urgent_ticket() -> None:
     ]
     hall.do(Serving(at(9, 42), 2))
     hall.do(Suspend(at(9, 43), 2))
-    assert hall.log[-1].data == {"number": "B003", "service": "B", "counter": 2, "appointment": "AP1"}
+    assert hall.log[-1].data == {
+        "number": "B003",
+        "service": "B",
+        "counter": 2,
+        "appointment": "AP1",
+    }
     assert hall.do(Resume(at(9, 44), 2)) == [
         tev(ev.TICKET_RESUMED, "B003", "B", 2, appointment="AP1"),
         tev(ev.TICKET_CALLED, "B003", "B", 2, appointment="AP1"),
@@ -950,6 +969,40 @@ def test_check_in_window_and_urgent_ticket() -> None:
         tev(ev.TICKET_RECALLED, "B003", "B", 2, appointment="AP1")
     ]
     assert hall.do(Done(at(9, 46), 2)) == [done("B003", "B", 2, appointment="AP1")]
+
+
+def test_appointment_tickets_name_their_appointment_in_every_ticket_event() -> None:
+    hall = Hall()
+    hall.do(upsert("AP1", "A", at(9), at(10), at(8, 1)))
+    hall.do(upsert("AP2", "A", at(9), at(10), at(8, 1)))
+    hall.do(upsert("AP3", "A", at(9), at(10), at(8, 1)))
+    for i, code in enumerate(["AP1", "AP2", "AP3"]):
+        hall.do(CheckIn(at(9, i), code, f"t-{code}"))
+    hall.do(CallNext(at(9, 5), 1))  # A001 (AP1)
+    assert hall.do(Transfer(at(9, 6), 1, "B")) == [
+        (
+            ev.TICKET_TRANSFERRED,
+            {"number": "A001", "from": "A", "to": "B", "counter": 1, "appointment": "AP1"},
+        )
+    ]
+    assert hall.do(Rate(at(9, 7), 1, 5)) == [
+        tev(ev.TICKET_RATED, "A001", "B", 1, appointment="AP1", score=5)
+    ]
+    assert hall.do(Cancel(at(9, 8), "A002")) == [
+        (
+            ev.TICKET_CANCELLED,
+            {"number": "A002", "service": "A", "reason": "cancelled", "appointment": "AP2"},
+        )
+    ]
+    hall.do(CallNext(at(9, 9), 3))  # A003 (AP3)
+    assert hall.do(NoShow(at(9, 10), 3)) == [
+        tev(ev.TICKET_NO_SHOW, "A003", "A", 3, appointment="AP3")
+    ]
+    out = hall.do(Tick(at(4, day=5)))
+    assert out[0] == (
+        ev.TICKET_CANCELLED,
+        {"number": "A001", "service": "B", "reason": "day_end", "appointment": "AP1"},
+    )
 
 
 def test_check_in_at_the_end_is_allowed() -> None:
@@ -982,6 +1035,15 @@ def test_appointments_that_ended_are_dropped_at_the_new_day() -> None:
     hall.do(Tick(at(4, day=5)))
     assert list(hall.state.appointments) == ["TOMORROW"]
     assert hall.do(CheckIn(at(9, 45, day=5), "TOMORROW", "t"))[0][1]["number"] == "A001"
+
+
+def test_an_appointment_checked_in_before_the_reset_hour_is_gone_the_next_day() -> None:
+    hall = Hall()
+    hall.do(upsert("LATE", "A", at(3, 0, day=5), at(5, 0, day=5), at(22)))
+    hall.do(CheckIn(at(3, 30, day=5), "LATE", "t-late"))  # still Monday's hall day
+    hall.do(Tick(at(4, day=5)))  # Tuesday begins: Monday's ticket was cancelled
+    assert hall.state.appointments == {}
+    hall.fails(CheckIn(at(4, 30, day=5), "LATE", "t2"), NotFound, "unknown-code")
 
 
 # -- devices ----------------------------------------------------------------------------------
@@ -1065,7 +1127,9 @@ def test_snapshot_round_trip_mid_day() -> None:
         restored = HallState.from_dict(h.spec, d)
         assert restored.to_dict() == d
     # a restored engine carries on exactly as the original
-    restored_engine = Engine(hall2.spec, state=HallState.from_dict(hall2.spec, hall2.state.to_dict()))
+    restored_engine = Engine(
+        hall2.spec, state=HallState.from_dict(hall2.spec, hall2.state.to_dict())
+    )
     cmds: list[Command] = [CallNext(at(9, 10), 1), Resume(at(9, 11), 2), CallNext(at(9, 12), 3)]
     for cmd in cmds:
         assert restored_engine.execute(cmd) == hall2.engine.execute(cmd)
