@@ -16,6 +16,8 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from drivers.ports import PortManager, start_ports
+
 from . import commands as c
 from .config import HallConfig
 from .hall import Hall
@@ -55,10 +57,12 @@ class Daemon:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.ports: PortManager | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
         await self.hall.start()
+        self.ports = await start_ports(self.hall, self.config)
         app = make_app(self.hall)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -88,6 +92,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.ports is not None:
+            await self.ports.stop()
         await self.hall.stop()
         log.info("stopped cleanly")
 

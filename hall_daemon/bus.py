@@ -100,6 +100,12 @@ class Bus:
                 log.exception("subscriber %s crashed; restarting it", sub.name)
                 await asyncio.sleep(1.0)
 
+    async def unsubscribe(self, name: str) -> None:
+        sub = self._subs.pop(name, None)
+        if sub is not None and sub.task is not None:
+            sub.task.cancel()
+            await asyncio.gather(sub.task, return_exceptions=True)
+
     def publish(self, events: Sequence[StoredEvent]) -> None:
         for sub in self._subs.values():
             for e in events:
