@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from broadcast import VoiceHandle, start_voice
 from drivers.ports import PortManager, start_ports
 
 from . import commands as c
@@ -58,10 +59,13 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.ports: PortManager | None = None
+        self.voice: VoiceHandle | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
         await self.hall.start()
+        # Outputs first, so they hear every event the inputs cause.
+        self.voice = await start_voice(self.hall, self.config)
         self.ports = await start_ports(self.hall, self.config)
         app = make_app(self.hall)
         self._runner = web.AppRunner(app, access_log=None)
@@ -94,6 +98,8 @@ class Daemon:
             await self._runner.cleanup()
         if self.ports is not None:
             await self.ports.stop()
+        if self.voice is not None:
+            await self.voice.stop()
         await self.hall.stop()
         log.info("stopped cleanly")
 
