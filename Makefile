@@ -36,6 +36,8 @@ bench: setup
 	$(PY) bench/engine_bench.py
 	$(PY) bench/store_bench.py
 	$(PY) bench/recovery_bench.py
+	$(PY) bench/voice_bench.py
+	$(PY) bench/display_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo

@@ -17,6 +17,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from broadcast import VoiceHandle, start_voice
+from display import DisplayHandle, setup_display
 from drivers.ports import PortManager, start_ports
 
 from . import commands as c
@@ -60,6 +61,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self.ports: PortManager | None = None
         self.voice: VoiceHandle | None = None
+        self.display: DisplayHandle | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -68,6 +70,7 @@ class Daemon:
         self.voice = await start_voice(self.hall, self.config)
         self.ports = await start_ports(self.hall, self.config)
         app = make_app(self.hall)
+        self.display = setup_display(app, self.hall, self.config)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.web.host, self.config.web.port)
