@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/recovery_bench.py
 	$(PY) bench/voice_bench.py
 	$(PY) bench/display_bench.py
+	$(PY) bench/sync_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo

@@ -19,6 +19,7 @@ from aiohttp import web
 from broadcast import VoiceHandle, start_voice
 from display import DisplayHandle, setup_display
 from drivers.ports import PortManager, start_ports
+from sync import SyncHandle, start_sync
 
 from . import commands as c
 from .config import HallConfig
@@ -62,6 +63,7 @@ class Daemon:
         self.ports: PortManager | None = None
         self.voice: VoiceHandle | None = None
         self.display: DisplayHandle | None = None
+        self.sync: SyncHandle | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -69,6 +71,8 @@ class Daemon:
         # Outputs first, so they hear every event the inputs cause.
         self.voice = await start_voice(self.hall, self.config)
         self.ports = await start_ports(self.hall, self.config)
+        # The outbox pump and retained state never wait for the broker: start returns at once.
+        self.sync = await start_sync(self.hall, self.config)
         app = make_app(self.hall)
         self.display = setup_display(app, self.hall, self.config)
         self._runner = web.AppRunner(app, access_log=None)
@@ -101,6 +105,8 @@ class Daemon:
             await self._runner.cleanup()
         if self.ports is not None:
             await self.ports.stop()
+        if self.sync is not None:
+            await self.sync.stop()  # publishes `stopped`; needs the store, so before hall.stop()
         if self.voice is not None:
             await self.voice.stop()
         await self.hall.stop()

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients socat espeak-ng sox chromium fonts-noto-cjk curl)
+APT_PACKAGES=(mosquitto mosquitto-clients socat espeak-ng sox chromium fonts-noto-cjk curl openssl)
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 

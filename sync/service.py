@@ -1,0 +1,319 @@
+"""`start_sync(hall, config)`: the MQTT sync as one handle the daemon starts and stops.
+
+Wiring: the bus wakes the outbox pump and marks live topics dirty; the connection runs
+`_on_ready` on every (re)connect (subscribe to commands, republish retained state, then
+`online`); commands are queued from paho's thread and run one at a time. Each long-lived
+task is supervised: an unexpected exception is logged and the task restarted after a
+growing pause, so a bug in one part cannot silently end the hall's link to the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hall_daemon.config import HallConfig
+from hall_daemon.events import StoredEvent, format_time
+from hall_daemon.hall import Hall
+
+from . import payloads
+from .commands import CommandProcessor, read_id
+from .connection import Connection, ConnectionLost, Message, PublishRefused, Session, Settings
+from .live import LiveState
+from .outbox import OutboxPump
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    """Tuning knobs; the defaults are the production values, tests shorten some."""
+
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    connack_timeout_s: float = 10.0
+    ack_timeout_s: float = 30.0  # no PUBACK this long while connected: drop and reconnect
+    window: int = 1000  # outbox events in flight at most
+    max_inflight: int = 100  # paho's in-flight limit (lowered to the broker's Receive Maximum)
+    min_interval_s: float = 0.5  # per retained topic
+    ticket_ttl_s: float = 3600.0  # a finished ticket's topic is cleared after this
+    sweep_every_s: float = 30.0
+    outlook_every_s: float = 60.0
+    stop_timeout_s: float = 3.0  # how long stop() may wait for the outbox to drain
+    command_queue: int = 1000
+    housekeeping_every_s: float = 3600.0
+    stats_every_s: float = 1.0  # the oldest unsent event's time, refreshed while any wait
+
+
+def _valid_topic(topic: object) -> bool:
+    return (
+        isinstance(topic, str)
+        and 0 < len(topic.encode()) <= 65535
+        and not any(ch in topic for ch in "+#\x00")
+    )
+
+
+class SyncHandle:
+    """The running sync. `stats()` feeds the status page; `stop()` ends it cleanly."""
+
+    def __init__(self, hall: Hall, config: HallConfig, options: SyncOptions) -> None:
+        self.hall = hall
+        self.config = config
+        self.options = options
+        self.enabled = config.mqtt.enabled
+        self.topics = payloads.Topics(config.mqtt_base())
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._commands: asyncio.Queue[tuple[Session, Message]] = asyncio.Queue(
+            options.command_queue
+        )
+        self._dropped_commands = 0
+        self._oldest: datetime | None = None
+        self.processor = CommandProcessor(hall)
+        if not self.enabled:
+            return
+        m = config.mqtt
+        assert m.host is not None  # the config check requires a host while enabled
+        self.conn = Connection(
+            Settings(
+                host=m.host,
+                port=m.port,
+                client_id=config.mqtt_client_id(),
+                keepalive=m.keepalive,
+                protocol=m.protocol,
+                username=m.username,
+                password=config.mqtt_password,
+                tls=m.tls,
+                will_topic=self.topics.status,
+                # `since` of the Will is when this connection was made: the broker sends
+                # it unchanged whenever the link is lost.
+                will_payload=lambda: payloads.status("offline", hall.now(), hall.boot),
+                backoff_min_s=options.backoff_min_s,
+                backoff_max_s=options.backoff_max_s,
+                connack_timeout_s=options.connack_timeout_s,
+                max_inflight=options.max_inflight,
+            ),
+            on_ready=self._on_ready,
+            on_message=self._on_message,
+        )
+        self.pump = OutboxPump(
+            hall,
+            self.conn,
+            self.topics.events,
+            window=options.window,
+            ack_timeout_s=options.ack_timeout_s,
+        )
+        self.live = LiveState(
+            hall,
+            self.conn,
+            self.topics,
+            min_interval_s=options.min_interval_s,
+            ticket_ttl_s=options.ticket_ttl_s,
+            sweep_every_s=options.sweep_every_s,
+            outlook_every_s=options.outlook_every_s,
+        )
+
+    # -- life cycle ---------------------------------------------------------------------
+    async def _start(self) -> None:
+        if not self.enabled:
+            return
+        # An unreadable password file is a configuration error: say so now, with the file
+        # and line, rather than retry a doomed login for ever. (It is read again at every
+        # connect, so a rotated password needs no restart.)
+        self.config.mqtt_password()
+        await self.hall.io(self.processor.dedupe.create)
+        await self.live.load()
+        self._subscribe_bus()
+        self._spawn("mqtt-outbox", self.pump.run)
+        self._spawn("mqtt-outbox-marks", self.pump.mark_loop)
+        self._spawn("mqtt-live", self.live.run)
+        self._spawn("mqtt-commands", self._command_loop)
+        self._spawn("mqtt-stats", self._stats_loop)
+        self._spawn("mqtt-housekeeping", self._housekeeping_loop)
+        self.conn.start()
+
+    async def stop(self) -> None:
+        """Drain the outbox (a few seconds at most), say `stopped`, disconnect."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if not self.enabled:
+            return
+        drained = await self.pump.flush(self.options.stop_timeout_s)
+        if not drained:
+            log.info("stopping with %d events still in the outbox", self.pump.depth)
+        await self.live.flush(timeout=1.0)
+        await self.conn.close(self._say_stopped)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pump.mark_now()
+        log.info("MQTT sync stopped")
+
+    def stats(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {"enabled": False}
+        p, c = self.processor.stats, self.conn
+        depth = self.pump.depth
+        return {
+            "enabled": True,
+            "connected": c.connected and c.ready.is_set(),
+            "broker": f"{c.settings.host}:{c.settings.port}",
+            "protocol": "5" if c.protocol == 5 else "3.1.1",
+            "outbox_depth": depth,
+            "oldest_unsent": format_time(self._oldest) if self._oldest and depth else None,
+            "acked_seq": self.pump.acked,
+            "in_flight": self.pump.in_flight,
+            "events_published": self.pump.published,
+            "retained_published": self.live.published,
+            "reconnects": c.reconnects,
+            "last_error": c.last_error,
+            "commands_accepted": p.accepted,
+            "commands_refused": p.refused,
+            "commands_repeated": p.repeated,
+            "commands_unreadable": p.unreadable + self._dropped_commands,
+        }
+
+    # -- wiring -------------------------------------------------------------------------
+    def _subscribe_bus(self) -> None:
+        async def on_event(ev: StoredEvent) -> None:
+            if not self._stopping:
+                self.pump.offer(ev)
+                self.live.offer(ev)
+
+        async def resync() -> None:
+            self.pump.resync()
+            self.live.mark_all()
+
+        # The bus has no unsubscribe: a second sync on the same hall (tests) takes a new name.
+        for n in range(100):
+            try:
+                name = "mqtt-sync" if n == 0 else f"mqtt-sync-{n}"
+                self.hall.bus.subscribe(name, on_event, resync=resync, maxsize=10_000)
+                return
+            except ValueError:
+                continue
+        raise RuntimeError("too many MQTT sync subscriptions on one hall")
+
+    def _spawn(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
+        async def supervised() -> None:
+            pause = 0.5
+            while True:
+                try:
+                    await job()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s failed; restarting it in %.1f s", name, pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 30.0)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(supervised(), name=name))
+
+    async def _on_ready(self, sess: Session) -> None:
+        """After every CONNACK: resubscribe, republish the retained state, then `online`."""
+        timeout = self.options.connack_timeout_s
+        codes = await asyncio.wait_for(sess.subscribe(self.topics.commands, 1), timeout)
+        if any(code >= 0x80 for code in codes):
+            log.warning("the broker refused our subscription to %s", self.topics.commands)
+        await self.live.republish(sess)
+        online = payloads.status("online", self.hall.now(), self.hall.boot)
+        await asyncio.wait_for(sess.publish(self.topics.status, online, retain=True), timeout)
+        log.info("online as %s", self.topics.base)
+
+    async def _say_stopped(self, sess: Session) -> None:
+        stopped = payloads.status("stopped", self.hall.now(), self.hall.boot)
+        await sess.publish(self.topics.status, stopped, retain=True)
+
+    # -- commands -----------------------------------------------------------------------
+    def _on_message(self, sess: Session, msg: Message) -> None:
+        if self._stopping:
+            return
+        try:
+            self._commands.put_nowait((sess, msg))
+        except asyncio.QueueFull:
+            # A flood: the backend retries what got no reply, under the same id.
+            self._dropped_commands += 1
+            log.warning("command queue full; dropped a message on %s", msg[0])
+
+    async def _command_loop(self) -> None:
+        while True:
+            sess, (topic, payload, retained, props) = await self._commands.get()
+            name = self.topics.command_name(topic)
+            if name is None:
+                continue
+            if retained:
+                # A command left retained on the broker would come back at every reconnect
+                # and, after 24 hours, run again: a command is an event, never a state.
+                self._dropped_commands += 1
+                log.warning(
+                    "ignored a retained command on %s; commands must not be retained", topic
+                )
+                continue
+            try:
+                reply = await self.processor.handle(name, payload)
+            except Exception as exc:
+                # The dedupe table could not be read or written (the database is away): not
+                # run, or not known to have run; the backend retries under the same id.
+                log.exception("command on %s failed", topic)
+                command_id = read_id(payload)
+                if command_id is None:
+                    continue
+                reply = payloads.reply_error(
+                    command_id, 500, "store-unavailable", f"try again: {type(exc).__name__}"
+                )
+            if reply is None:
+                continue
+            reply_topic = getattr(props, "ResponseTopic", None)
+            if not _valid_topic(reply_topic):
+                reply_topic = self.topics.reply(name)
+            reply_props = None
+            correlation = getattr(props, "CorrelationData", None)
+            if correlation is not None:
+                reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                reply_props.CorrelationData = correlation
+            # The session the command came on may be gone; the current one will do. If there
+            # is none, the reply is lost and the backend's retry gets it from the dedupe table.
+            target = self.conn.session if self.conn.ready.is_set() else sess
+            if target is None:
+                continue
+            fut = target.publish(str(reply_topic), reply, properties=reply_props)
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    # -- background upkeep --------------------------------------------------------------
+    async def _stats_loop(self) -> None:
+        while True:
+            if self.pump.depth > 0:
+                self._oldest = await self.hall.io(self.hall.store.outbox_oldest_pending)
+            else:
+                self._oldest = None
+            await asyncio.sleep(self.options.stats_every_s)
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            pruned = await self.hall.io(self.processor.dedupe.prune, self.hall.now())
+            if pruned:
+                log.info("forgot %d command ids older than 24 h", pruned)
+            await asyncio.sleep(self.options.housekeeping_every_s)
+
+
+async def start_sync(
+    hall: Hall, config: HallConfig, *, options: SyncOptions | None = None
+) -> SyncHandle:
+    """Start the MQTT sync of a started hall. Returns at once: the broker may be away.
+
+    Raises hall_daemon.config.ConfigError if the MQTT password is named but unreadable."""
+    handle = SyncHandle(hall, config, options or SyncOptions())
+    await handle._start()
+    return handle
+
+
+__all__ = ["ConnectionLost", "PublishRefused", "SyncHandle", "SyncOptions", "start_sync"]
