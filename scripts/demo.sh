@@ -42,8 +42,12 @@ done
 cat <<MSG
 
 Demo hall running (daemon log: $DEMO/daemon.log). Open:
-  http://127.0.0.1:8080/healthz      health
-  http://127.0.0.1:8080/api/queues   live queues and counters (JSON)
+  http://127.0.0.1:8080/screen/hall      the hall's big screen (landscape, 中文 + English)
+  http://127.0.0.1:8080/screen/area-a    the portrait screen by the 企业开办 counters
+  http://127.0.0.1:8080/kiosk            the touch kiosk: take a ticket, then follow it at /t/<token>
+  http://127.0.0.1:8080/api/queues       live queues and counters (JSON)
+  http://127.0.0.1:8080/healthz          health
+Announcements are written as WAV files to ./state/voice (play one: aplay state/voice/*.wav).
 Watch the event log:   mosquitto_sub -h 127.0.0.1 -t 'hall/demo-hall/#' -v
 Export the event log:  .venv/bin/hall-daemon events export -c config.yaml --since today
 Ctrl-C stops the demo.
