@@ -84,6 +84,12 @@ def cmd_events_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from drivers.simulator import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hall-daemon",
@@ -125,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", help="before this date or ISO time")
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
     export.set_defaults(func=cmd_events_export)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="play the hall's devices over their ports (demo, tests)",
+        description="Play dispensers, keypads and evaluators over the same bytes real ones send.",
+    )
+    sim.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
+    )
+    from drivers.simulator import add_arguments
+
+    add_arguments(sim, config=False)
+    sim.set_defaults(func=cmd_simulate)
     return p
 
 
