@@ -2,7 +2,8 @@
 
 What hall staff would see after a few compressed hours: tickets taken at the dispenser are
 called at the counters, announced, shown on the window screens, and rated; the exported log
-is gap-free and every ticket ends at most once.
+is gap-free and every ticket ends at most once; and a subscriber on the hall's own Mosquitto
+holds every event in order and the same live queues as the hall.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import pytest
 
 from hall_daemon.events import loads
 from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
+from tests.mqtt_broker import Broker, Contract, broker, broker_factory, recording
+
+__all__ = ["broker", "broker_factory"]  # fixtures
 
 pytestmark = pytest.mark.service
 
 
-def test_simulated_devices_run_a_hall_through_the_real_daemon(tmp_path: Path) -> None:
+def test_simulated_devices_run_a_hall_through_the_real_daemon(
+    tmp_path: Path, broker: Broker
+) -> None:
     web, dispenser, bus = free_port(), free_port(), free_port()
     config = write_config(
         tmp_path,
@@ -29,8 +35,11 @@ def test_simulated_devices_run_a_hall_through_the_real_daemon(tmp_path: Path) ->
         **{
             r"127\.0\.0\.1:7001": f"127.0.0.1:{dispenser}",
             r"127\.0\.0\.1:7002": f"127.0.0.1:{bus}",
+            r"(?m)^  port: 1883": f"  port: {broker.port}",
         },
     )
+    subscriber = recording(broker.port, ["hall/demo-hall/#"])
+    rec = subscriber.__enter__()
     sim = subprocess.Popen(
         [
             *(sys.executable, "-m", "hall_daemon", "simulate", "-c", str(config)),
@@ -49,11 +58,22 @@ def test_simulated_devices_run_a_hall_through_the_real_daemon(tmp_path: Path) ->
         status, view = daemon.get("/api/queues")
         assert status == 200
         assert any(c["state"] == "open" for c in view["counters"]), view  # the clerks opened them
+        # Live state is coalesced (≤ 1 publish per topic per 500 ms): give it a moment.
+        rec.wait_for(
+            lambda r: all(
+                (r.last_json(f"hall/demo-hall/queues/{s['service']}") or {}).get("waiting")
+                == s["waiting"]
+                for s in view["services"]
+            ),
+            timeout=5,
+        )
         assert daemon.stop() == 0
+        rec.wait_for(lambda r: r.status() == "stopped", timeout=10)
     finally:
         sim.kill()
         if daemon.proc is not None:
             daemon.proc.kill()
+        subscriber.__exit__(None, None, None)
 
     export = tmp_path / "events.jsonl"
     assert hall_daemon("events", "export", "-c", str(config), "-o", str(export)).returncode == 0
@@ -77,5 +97,10 @@ def test_simulated_devices_run_a_hall_through_the_real_daemon(tmp_path: Path) ->
     assert stats["bad_lines"] == 0 and stats["bad_frames"] == 0 and stats["unacked"] == 0, stats
     assert stats["calls_seen"] >= 5 and stats["screen_texts"] >= 5, stats
     assert any("请到" in text for text in stats["last_screen_text"].values()), stats
+    # The subscriber got every event, in order, as the contract describes it.
+    published = rec.events("hall/demo-hall/events")
+    assert [e["seq"] for e in published] == [e.seq for e in log]
+    assert all("token" not in e["data"] for e in published)
+    assert Contract().check_all(rec.snapshot()) > len(log)
     voice = list((tmp_path / "state" / "voice").glob("*called*.wav"))
     assert voice, "calls were announced to the voice folder"
