@@ -39,6 +39,8 @@ bench: setup
 	$(PY) bench/voice_bench.py
 	$(PY) bench/display_bench.py
 	$(PY) bench/sync_bench.py
+	$(PY) bench/serial_bench.py
+	$(PY) bench/keypad_mqtt_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo
