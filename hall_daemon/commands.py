@@ -174,6 +174,40 @@ class ReportDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class MoveTicket:
+    """An admin moves a waiting ticket to another service's queue, keeping its issue time."""
+
+    at: datetime
+    ticket: str  # number or token
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetNotice:
+    """The scrolling notice (信息公示) the screens show; empty falls back to config.yaml's."""
+
+    at: datetime
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReprint:
+    """Print a ticket's receipt again (the printer listens for the event)."""
+
+    at: datetime
+    ticket: str  # number or token
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayCall:
+    """Announce a call again: a ticket at a counter, or the ticket a counter is calling."""
+
+    at: datetime
+    ticket: str | None = None
+    counter: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """The clock moved on: closes yesterday at the day's reset hour even when nobody acts."""
 
@@ -201,5 +235,9 @@ Command = (
     | UpsertAppointment
     | CancelAppointment
     | ReportDevice
+    | MoveTicket
+    | SetNotice
+    | RequestReprint
+    | ReplayCall
     | Tick
 )

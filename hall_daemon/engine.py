@@ -38,6 +38,7 @@ from .state import (
 
 DAY_STARTED = "hall.day_started"  # marks where a hall day begins in the log
 _NUMBER = re.compile(r"^([A-Z]{1,2})(\d{3})$")
+MAX_NOTICE = 500  # characters: a scrolling line, not a document
 
 
 class Engine:
@@ -75,6 +76,10 @@ class Engine:
             c.UpsertAppointment: self._upsert_appointment,
             c.CancelAppointment: self._cancel_appointment,
             c.ReportDevice: self._report_device,
+            c.MoveTicket: self._move,
+            c.SetNotice: self._set_notice,
+            c.RequestReprint: self._reprint,
+            c.ReplayCall: self._replay,
             c.Tick: lambda cmd: None,
         }
 
@@ -135,8 +140,11 @@ class Engine:
             s.enqueue(t)
         elif kind == ev.TICKET_TRANSFERRED:
             t = s.tickets[d["number"]]
-            counter = s.counters[d["counter"]]
-            counter.current, counter.since, counter.last = None, at, t.number
+            if d["counter"] is None:  # an admin moved a waiting ticket: no counter finished it
+                s.dequeue(t)
+            else:
+                counter = s.counters[d["counter"]]
+                counter.current, counter.since, counter.last = None, at, t.number
             t.state, t.service, t.counter = WAITING, d["to"], None
             s.enqueue(t)
         elif kind == ev.TICKET_CANCELLED:
@@ -166,6 +174,10 @@ class Engine:
             )
         elif kind == ev.APPOINTMENT_CANCELLED:
             s.appointments.pop(d["code"], None)
+        elif kind == ev.NOTICE_SET:
+            s.notice = d["text"]
+        elif kind in (ev.REPRINT_REQUESTED, ev.REPLAY_REQUESTED):
+            pass  # requests to the outputs; the queues stay as they are
         elif kind == DAY_STARTED:
             day = date.fromisoformat(d["day"])
             s.start_day(day)
@@ -523,4 +535,44 @@ class Engine:
             port=cmd.port,
             kind=cmd.kind,
             detail=cmd.detail,
+        )
+
+    # -- admin actions --------------------------------------------------------------------
+    def _move(self, cmd: c.MoveTicket) -> None:
+        # An admin's decision: neither the target's opening hours nor its daily limit apply.
+        t = self._find_ticket(cmd.ticket)
+        to = self._service(cmd.service)
+        if t.state != WAITING:
+            raise Conflict(f"ticket {t.number} is {t.state}, not waiting", "not-waiting")
+        if to == t.service:
+            raise Conflict(f"ticket {t.number} is already in service {to}", "same-service")
+        data: dict[str, Any] = {"number": t.number, "from": t.service, "to": to, "counter": None}
+        if t.appointment is not None:
+            data["appointment"] = t.appointment
+        self._emit(ev.TICKET_TRANSFERRED, cmd.at, **data)
+
+    def _set_notice(self, cmd: c.SetNotice) -> None:
+        text = " ".join(cmd.text.split())  # one line: newlines and tabs would break a ticker
+        if len(text) > MAX_NOTICE:
+            raise Invalid(f"notice is longer than {MAX_NOTICE} characters", "notice-too-long")
+        if text != self.state.notice:
+            self._emit(ev.NOTICE_SET, cmd.at, text=text)
+
+    def _reprint(self, cmd: c.RequestReprint) -> None:
+        t = self._find_ticket(cmd.ticket)
+        if t.finished:
+            raise Conflict(f"ticket {t.number} is already {t.state}", "already-finished")
+        self._emit(ev.REPRINT_REQUESTED, cmd.at, number=t.number, service=t.service)
+
+    def _replay(self, cmd: c.ReplayCall) -> None:
+        if cmd.counter is not None:
+            t = self._current(self._counter(cmd.counter))
+        elif cmd.ticket is not None:
+            t = self._find_ticket(cmd.ticket)
+        else:
+            raise Invalid("name a ticket or a counter to announce again", "bad-request")
+        if t.state not in (CALLED, SERVING) or t.counter is None:
+            raise Conflict(f"ticket {t.number} is not at a counter", "not-called")
+        self._emit(
+            ev.REPLAY_REQUESTED, cmd.at, number=t.number, service=t.service, counter=t.counter
         )

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 # The types of the contract, plus the two appointment types the daemon keeps in the same log
-# so that a restart recovers appointments as it recovers tickets.
+# so that a restart recovers appointments as it recovers tickets, and the admin's requests.
 TICKET_ISSUED = "ticket.issued"
 TICKET_CALLED = "ticket.called"
 TICKET_RECALLED = "ticket.recalled"
@@ -33,6 +33,10 @@ DEVICE_OFFLINE = "device.offline"
 DEVICE_FAULT = "device.fault"
 APPOINTMENT_UPSERTED = "appointment.upserted"
 APPOINTMENT_CANCELLED = "appointment.cancelled"
+# Admin actions beyond the contract's list, logged like every other change.
+NOTICE_SET = "hall.notice_set"
+REPRINT_REQUESTED = "receipt.reprint_requested"
+REPLAY_REQUESTED = "call.replay_requested"
 
 EVENT_TYPES = frozenset(
     {
@@ -55,6 +59,9 @@ EVENT_TYPES = frozenset(
         DEVICE_FAULT,
         APPOINTMENT_UPSERTED,
         APPOINTMENT_CANCELLED,
+        NOTICE_SET,
+        REPRINT_REQUESTED,
+        REPLAY_REQUESTED,
     }
 )
 

@@ -152,6 +152,7 @@ class HallState:
         self.counters = {c.id: Counter(c.id, c.services) for c in spec.counters}
         self.appointments: dict[str, Appointment] = {}
         self.devices: dict[str, tuple[str, str]] = {}  # device -> (state, detail)
+        self.notice = ""  # set by an admin; the screens fall back to config.yaml's when empty
 
     # -- queue bookkeeping, used only by the engine's apply ------------------------------
     def enqueue(self, t: Ticket) -> None:
@@ -223,6 +224,7 @@ class HallState:
             "counters": [c.to_dict() for c in self.counters.values()],
             "appointments": [a.to_dict() for a in self.appointments.values()],
             "devices": {k: list(v) for k, v in self.devices.items()},
+            "notice": self.notice,
         }
 
     @classmethod
@@ -256,4 +258,5 @@ class HallState:
             )
             s.appointments[a.code] = a
         s.devices = {k: (v[0], v[1]) for k, v in d["devices"].items()}
+        s.notice = d.get("notice", "")  # snapshots from before notices were set have none
         return s

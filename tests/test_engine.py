@@ -23,14 +23,18 @@ from hall_daemon.commands import (
     CloseCounter,
     Command,
     Done,
+    MoveTicket,
     NoShow,
     OpenCounter,
     PauseCounter,
     Rate,
     Recall,
+    ReplayCall,
     ReportDevice,
+    RequestReprint,
     Resume,
     Serving,
+    SetNotice,
     Suspend,
     TakeTicket,
     Tick,
@@ -1134,3 +1138,87 @@ def test_snapshot_round_trip_mid_day() -> None:
     for cmd in cmds:
         assert restored_engine.execute(cmd) == hall2.engine.execute(cmd)
     assert restored_engine.state.to_dict() == hall2.state.to_dict()
+
+
+# -- the admin's actions ----------------------------------------------------------------------
+def test_move_a_waiting_ticket_keeps_its_place_by_issue_time() -> None:
+    hall = Hall()
+    hall.take("A", at(9))
+    hall.take("B", at(9, 5))
+    assert hall.do(MoveTicket(at(9, 10), "a001".upper(), "B")) == [
+        (ev.TICKET_TRANSFERRED, {"number": "A001", "from": "A", "to": "B", "counter": None})
+    ]
+    a1 = hall.state.tickets["A001"]
+    assert (a1.state, a1.service, a1.counter, a1.issued_at) == ("waiting", "B", None, at(9))
+    assert hall.waiting("A") == [] and hall.waiting("B") == ["A001", "B001"]
+    assert all(c.last is None for c in hall.state.counters.values())  # nobody served it
+    assert hall.do(CallNext(at(9, 11), 2)) == [opened(2, ["B", "A"]), called("A001", "B", 2)]
+    # replaying the log rebuilds the same queues
+    replayed = Engine(hall.spec)
+    replayed.replay(hall.log)
+    assert replayed.state.to_dict() == hall.state.to_dict()
+
+
+def test_move_refusals() -> None:
+    hall = Hall()
+    hall.fails(MoveTicket(at(9), "A001", "B"), NotFound, "unknown-ticket")
+    hall.take("A", at(9), token="tok-secret-long-1")
+    hall.fails(MoveTicket(at(9, 1), "A001", "A"), Conflict, "same-service")
+    hall.fails(MoveTicket(at(9, 1), "A001", "Z"), NotFound, "unknown-service")
+    hall.do(CallNext(at(9, 2), 1))
+    hall.fails(MoveTicket(at(9, 3), "tok-secret-long-1", "B"), Conflict, "not-waiting")
+
+
+def test_set_notice_is_logged_replayed_and_snapshotted() -> None:
+    hall = Hall()
+    assert hall.do(SetNotice(at(9), "  今日 16:00\n停止取号  ")) == [
+        (ev.NOTICE_SET, {"text": "今日 16:00 停止取号"})
+    ]
+    assert hall.do(SetNotice(at(9, 1), "今日 16:00 停止取号")) == []  # no change, no event
+    assert hall.state.notice == "今日 16:00 停止取号"
+    assert HallState.from_dict(hall.spec, hall.state.to_dict()).notice == hall.state.notice
+    replayed = Engine(hall.spec)
+    replayed.replay(hall.log)
+    assert replayed.state.notice == hall.state.notice
+    hall.do(Tick(at(9, day=MONDAY + 1)))  # the notice outlives the hall day
+    assert hall.state.notice == "今日 16:00 停止取号"
+    assert hall.do(SetNotice(at(10, day=MONDAY + 1), "")) == [(ev.NOTICE_SET, {"text": ""})]
+    hall.fails(SetNotice(at(10, day=MONDAY + 1), "x" * 501), Invalid, "notice-too-long")
+
+
+def test_old_snapshots_without_a_notice_still_load() -> None:
+    hall = Hall()
+    d = hall.state.to_dict()
+    del d["notice"]
+    assert HallState.from_dict(hall.spec, d).notice == ""
+
+
+def test_reprint_request_names_the_ticket_never_its_token() -> None:
+    hall = Hall()
+    hall.take("A", at(9), token="tok-secret-long-2")
+    out = hall.do(RequestReprint(at(9, 1), "tok-secret-long-2"))
+    assert out == [(ev.REPRINT_REQUESTED, {"number": "A001", "service": "A"})]
+    hall.do(Cancel(at(9, 2), "A001"))
+    hall.fails(RequestReprint(at(9, 3), "A001"), Conflict, "already-finished")
+    hall.fails(RequestReprint(at(9, 3), "A999"), NotFound, "unknown-ticket")
+
+
+def test_replay_call_by_counter_or_ticket() -> None:
+    hall = Hall()
+    hall.take("A", at(9))
+    hall.take("A", at(9, 1))
+    hall.fails(ReplayCall(at(9, 2), counter=1), Conflict, "no-current-ticket")
+    hall.fails(ReplayCall(at(9, 2), ticket="A002"), Conflict, "not-called")
+    hall.fails(ReplayCall(at(9, 2)), Invalid, "bad-request")
+    hall.do(CallNext(at(9, 3), 1))
+    replay = tev(ev.REPLAY_REQUESTED, "A001", "A", 1)
+    assert hall.do(ReplayCall(at(9, 4), counter=1)) == [replay]
+    assert hall.do(Serving(at(9, 5), 1))[0][0] == ev.TICKET_SERVING
+    assert hall.do(ReplayCall(at(9, 6), ticket="A001")) == [replay]
+    assert hall.state.tickets["A001"].recalls == 0  # a replay is not a recall
+
+
+def test_hand_issued_ticket_uses_the_counter_channel() -> None:
+    hall = Hall()
+    out = hall.do(TakeTicket(at(9), "B", "tok-hand", channel="counter"))
+    assert out[0][1]["channel"] == "counter" and out[0][1]["number"] == "B001"

@@ -27,14 +27,18 @@ from hall_daemon.commands import (
     CloseCounter,
     Command,
     Done,
+    MoveTicket,
     NoShow,
     OpenCounter,
     PauseCounter,
     Rate,
     Recall,
+    ReplayCall,
     ReportDevice,
+    RequestReprint,
     Resume,
     Serving,
+    SetNotice,
     Suspend,
     TakeTicket,
     Tick,
@@ -164,6 +168,17 @@ others = [
         detail=st.sampled_from(["", "paper"]),
     ),
     st.builds(Tick, at=T0),
+    # The admin's actions.
+    st.builds(MoveTicket, at=T0, ticket=st.one_of(numbers, tokens), service=services),
+    st.builds(MoveTicket, at=T0, ticket=st.one_of(numbers, tokens), service=services),
+    st.builds(SetNotice, at=T0, text=st.sampled_from(["", "维护 notice", " a\nb ", "x" * 501])),
+    st.builds(RequestReprint, at=T0, ticket=st.one_of(numbers, tokens)),
+    st.builds(
+        ReplayCall,
+        at=T0,
+        ticket=st.one_of(st.none(), numbers),
+        counter=st.one_of(st.none(), counters),
+    ),
 ]
 # Weighted so that tickets are taken and called often enough for the rest to act on them.
 commands: st.SearchStrategy[Command] = st.sampled_from(
@@ -226,6 +241,9 @@ REQUIRED: dict[str, set[str]] = {
     ev.APPOINTMENT_UPSERTED: {"code", "service", "start", "end"},
     ev.APPOINTMENT_CANCELLED: {"code"},
     DAY_STARTED: {"day"},
+    ev.NOTICE_SET: {"text"},
+    ev.REPRINT_REQUESTED: {"number", "service"},
+    ev.REPLAY_REQUESTED: TICKET_AT_COUNTER,
 }
 TERMINAL_EVENTS = {ev.TICKET_DONE, ev.TICKET_NO_SHOW, ev.TICKET_CANCELLED}
 
@@ -323,6 +341,15 @@ class Hall:
                 assert counter.state != CLOSED
         elif e.type.startswith("device."):
             assert s.devices.get(d["device"]) != (e.type.split(".")[1], d["detail"])
+        elif e.type == ev.NOTICE_SET:
+            assert d["text"] != s.notice and len(d["text"]) <= 500 and "\n" not in d["text"]
+        elif e.type == ev.REPRINT_REQUESTED:
+            t = s.tickets[d["number"]]
+            assert not t.finished and d["service"] == t.service
+        elif e.type == ev.REPLAY_REQUESTED:
+            t = s.tickets[d["number"]]
+            assert t.state in (CALLED, SERVING) and t.counter == d["counter"]
+            assert s.counters[d["counter"]].current == t.number
         elif e.type == DAY_STARTED:
             assert s.day is None or d["day"] > s.day.isoformat()
             assert all(t.finished for t in s.tickets.values())
@@ -360,7 +387,7 @@ class Hall:
         # Every ticket event names the appointment the ticket came from (the contract requires
         # it of done, no_show, suspended and resumed; the others carry it too).
         assert d.get("appointment") == t.appointment
-        counter = s.counters[d["counter"]] if "counter" in d else None
+        counter = s.counters[d["counter"]] if d.get("counter") is not None else None
         if kind == ev.TICKET_CALLED:
             assert counter is not None and counter.state == OPEN and counter.current is None
             assert t.state == WAITING and t.service in counter.services
@@ -369,6 +396,8 @@ class Hall:
         elif kind in (ev.TICKET_RECALLED, ev.TICKET_DONE, ev.TICKET_SUSPENDED):
             assert counter is not None and counter.current == t.number
             assert t.state in (CALLED, SERVING)
+        elif kind == ev.TICKET_TRANSFERRED and d["counter"] is None:
+            assert t.state == WAITING  # an admin's move of a waiting ticket
         elif kind == ev.TICKET_TRANSFERRED:
             assert counter is not None and counter.current == t.number
         elif kind in (ev.TICKET_SERVING, ev.TICKET_NO_SHOW):

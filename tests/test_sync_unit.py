@@ -161,6 +161,13 @@ def test_every_event_of_a_busy_engine_matches_the_schema() -> None:
         c.ReportDevice(at, "kp-1", "bus1", "keypad", "offline"),
         c.UpsertAppointment(at, "AP-9", "A", at, at + timedelta(minutes=30)),
         c.CancelAppointment(at, "AP-9"),
+        c.TakeTicket(at, "A", "x" * 22, channel="counter"),
+        c.MoveTicket(at, "x" * 22, "B"),  # an admin's move: counter null
+        c.RequestReprint(at, "x" * 22),
+        c.SetNotice(at, "今日系统维护 System maintenance today"),
+        c.OpenCounter(at, 3),
+        c.CallNext(at, 3),
+        c.ReplayCall(at, counter=3),
         c.TakeTicket(at + timedelta(days=1), "A", "w" * 22),  # a new hall day first
     ]
     for cmd in script:
