@@ -265,7 +265,10 @@ def ticket_view(
     if t.state == WAITING:
         ahead = state.ahead_of(t)
         view["ahead"] = ahead
-        view["forecast"] = _wait(forecaster(state, t.service, ahead, now))
+        # The learned forecaster knows each waiting ticket by itself; others by position.
+        per_ticket = getattr(forecaster, "ticket", None)
+        f = per_ticket(state, t.number, now) if callable(per_ticket) else None
+        view["forecast"] = _wait(f or forecaster(state, t.service, ahead, now))
     elif t.counter is not None:
         counter = next((c for c in config.counters if c.id == t.counter), None)
         view["counter"] = t.counter

@@ -16,14 +16,14 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from . import commands as c
 from .bus import Bus
 from .engine import DAY_STARTED, Engine
 from .events import Event, StoredEvent
-from .forecast import Forecaster, queue_length_forecast
+from .forecast import Forecaster, HallForecaster, make_forecaster
 from .model import DomainError, HallSpec
 from .state import HallState
 from .store import Store, StoreError
@@ -65,15 +65,20 @@ class Hall:
         store: Store,
         *,
         snapshot_every: int = 1000,
-        forecaster: Forecaster = queue_length_forecast,
+        forecaster: Forecaster | None = None,
         clock: Callable[[], datetime] | None = None,
+        warm_days: int = 28,
     ) -> None:
         self.spec = spec
         self.store = store
         self.bus = Bus()
         self.snapshot_every = snapshot_every
-        self.forecaster = forecaster
-        self.engine = Engine(spec, forecaster=forecaster)
+        # The learned forecaster unless a test or a simulation brings its own.
+        self.forecaster: Forecaster = forecaster or make_forecaster(spec)
+        self.engine = Engine(spec, forecaster=self.forecaster)
+        self.warm_days = warm_days
+        self._warm_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.boot = 0
         self.stats = WriterStats()
         self._tz = spec.tz()
@@ -100,11 +105,15 @@ class Hall:
             time.perf_counter() - started,
             self.boot,
         )
+        self._start_warm()
         await self.submit(c.Tick(self.now()))  # close yesterday if the daemon slept through it
 
     async def stop(self) -> None:
         """Stop taking commands, finish those already taken, then close the store."""
         self._accepting = False
+        self._stopping = True
+        if self._warm_task is not None:
+            await asyncio.gather(self._warm_task, return_exceptions=True)
         if self._task is not None:
             while self._queue:
                 await asyncio.sleep(0.01)
@@ -208,8 +217,56 @@ class Hall:
         self.stats.events += len(stored)
         self.stats.last_commit_s = time.perf_counter() - started
         self.stats.last_commit_ok = True
+        self._learn(stored)
         self.bus.publish(stored)
         return stored
+
+    # -- the forecaster's learning ---------------------------------------------------------
+    def _learn(self, stored: list[StoredEvent]) -> None:
+        """Teach the forecaster what was committed (state after the batch: it only looks
+        up tickets and counters the events name, which the batch leaves as they were)."""
+        learn = getattr(self.forecaster, "learn", None)
+        if learn is None:
+            return
+        try:
+            for e in stored:
+                learn(e, self.engine.state)
+        except Exception:
+            log.exception("the forecaster failed to learn; forecasts may be less accurate")
+
+    def _start_warm(self) -> None:
+        """Teach the forecaster the last weeks of history on a thread of its own, so the
+        daemon is ready (and forecasting from its priors) at once; swap in when done."""
+        f = self.forecaster
+        if not isinstance(f, HallForecaster) or self.warm_days <= 0:
+            return
+        f.begin_warm()
+        self._warm_task = asyncio.get_running_loop().create_task(self._warm(f), name="warm")
+
+    async def _warm(self, live: HallForecaster) -> None:
+        now = self.now()
+        since = now - timedelta(days=self.warm_days)
+        fresh = make_forecaster(self.spec)
+        started = time.perf_counter()
+
+        def run() -> int:
+            events = self.store.iter_events(since=since)
+            return fresh.warm(events, lambda: self._stopping, now - timedelta(days=3))
+
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="forecast-warm") as pool:
+                last = await asyncio.get_running_loop().run_in_executor(pool, run)
+        except Exception:
+            log.exception("could not learn from history; forecasting from the priors")
+            return
+        if self._stopping:
+            return
+        live.absorb(fresh, self.engine.state, last)
+        log.info(
+            "forecaster learned %d days of history in %.1f s",
+            self.warm_days,
+            time.perf_counter() - started,
+        )
 
     # -- recovery --------------------------------------------------------------------------
     def _recover(self) -> Engine:

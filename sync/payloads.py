@@ -144,7 +144,10 @@ def ticket_state(state: HallState, forecaster: Forecaster, t: Ticket, now: datet
     if t.state == WAITING:
         ahead = state.ahead_of(t)
         obj["ahead"] = ahead
-        obj["forecast"] = forecaster(state, t.service, ahead, now)
+        # The learned forecaster knows each waiting ticket by itself; others by position.
+        per_ticket = getattr(forecaster, "ticket", None)
+        f = per_ticket(state, t.number, now) if callable(per_ticket) else None
+        obj["forecast"] = f or forecaster(state, t.service, ahead, now)
     else:
         obj["ahead"] = 0
         obj["forecast"] = None

@@ -1,4 +1,4 @@
-"""Wait forecasts.
+"""The closed-form wait forecast.
 
 This is the closed-form queue-length predictor, the fallback every hall has from day one:
 the tickets ahead are shared among the counters that serve the service. The learned,
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .state import HallState
+from ..state import HallState
 
 Forecast = dict[str, Any]  # wait_s, p10_s, p90_s, method: the contract's `forecast` object
 Forecaster = Callable[[HallState, str, int, datetime], Forecast]
