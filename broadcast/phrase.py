@@ -184,6 +184,14 @@ class PhraseBuilder:
         sentences = tuple(self.sentence(lang, number, counter, service) for lang in LANGS)
         return Announcement(kind, number, counter, service, sentences, self.repeat)
 
+    def number_notice(self, number: str) -> Announcement:
+        """Say "please note your number A012": said when a ticket's receipt did not print."""
+        sentences = (
+            (*_text("zh", "请记好您的号码", GAP_WORD), *_spell("zh", number, GAP_WORD)),
+            (*_text("en", "Please note your number", GAP_WORD), *_spell("en", number, GAP_WORD)),
+        )
+        return Announcement("number", number, 0, "", sentences, self.repeat)
+
     def sentence(self, lang: Lang, number: str, counter: int, service: str) -> tuple[Clip, ...]:
         clips: list[Clip] = []
         for literal, field in self.templates[lang]:

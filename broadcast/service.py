@@ -27,7 +27,12 @@ from typing import Any, TypeVar
 
 from hall_daemon.commands import ReportDevice
 from hall_daemon.config import HallConfig, TimeRange
-from hall_daemon.events import TICKET_CALLED, TICKET_RECALLED, StoredEvent
+from hall_daemon.events import (
+    REPLAY_REQUESTED,
+    TICKET_CALLED,
+    TICKET_RECALLED,
+    StoredEvent,
+)
 from hall_daemon.hall import Hall
 from hall_daemon.model import DomainError
 
@@ -120,6 +125,13 @@ class VoiceHandle:
         self.last_error = ""
         self.ok = True
 
+    def reload(self, config: HallConfig) -> None:
+        """Templates, repeat, quiet hours, volume and max delay from a re-read config.yaml
+        (SIGHUP); clips for new wording are rendered on first use."""
+        self.voice = config.voice
+        self.builder = PhraseBuilder(config)
+        self._volumes = sorted({100, *(w.percent for w in self.voice.volume)} - {0})
+
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
         if not self.enabled:
@@ -179,6 +191,15 @@ class VoiceHandle:
         counter, service = where
         data = {"number": number, "counter": counter, "service": service}
         self._enqueue(_Job(self.builder.announcement("replay", data), time.monotonic()))
+        return True
+
+    def say_number(self, number: str) -> bool:
+        """Say "please note your number" for a ticket whose receipt did not print. False if
+        the voice is off or stopping."""
+        if not self.enabled or self._stopping:
+            return False
+        announcement = self.builder.number_notice(number.strip().upper())
+        self._enqueue(_Job(announcement, time.monotonic()))
         return True
 
     def stats(self) -> dict[str, Any]:
@@ -251,6 +272,11 @@ class VoiceHandle:
 
     # -- the loop side -------------------------------------------------------------------
     async def _on_event(self, event: StoredEvent) -> None:
+        if event.type == REPLAY_REQUESTED and not self._stopping:
+            # The admin page asked (logged as an event): say the call once more.
+            if not self.replay(str(event.data.get("number", ""))):
+                log.info("voice: cannot replay %s: not at a counter", event.data.get("number"))
+            return
         kind = ANNOUNCED.get(event.type)
         if kind is None or self._stopping:
             return

@@ -34,6 +34,7 @@
   let priority = false;
   let busy = false;
   let shown = null; // the number on screen, to match its receipt's "printed" message
+  let early = null; // a fast printer's "printed" can arrive before the ticket's own answer
   let idleTimer = 0;
 
   // -- services ----------------------------------------------------------------------------
@@ -104,6 +105,7 @@
     if (busy) return; // one tap, one ticket: a double tap must not issue two
     setBusy(true);
     hideError();
+    early = null;
     const res = await post("/kiosk/ticket", { service: code, priority: priority, kiosk: KIOSK });
     setBusy(false);
     res.error ? showError(res.error) : showTicket(res);
@@ -117,6 +119,7 @@
     if (!code || busy) return;
     setBusy(true);
     hideError();
+    early = null;
     const res = await post("/kiosk/code", { code: code, kiosk: KIOSK });
     setBusy(false);
     res.error ? showError(res.error) : showTicket(res);
@@ -149,11 +152,17 @@
     r.dataset.existing = res.existing ? "1" : "0";
     $("home").hidden = true;
     r.hidden = false;
+    if (early && early.number === t.number) printed(early);
+    early = null;
     touch();
   }
 
   function printed(m) {
-    if (m.number !== shown || m.kiosk !== KIOSK) return;
+    if (m.kiosk !== KIOSK) return;
+    if (m.number !== shown) {
+      early = m;
+      return;
+    }
     const receipt = $("result-receipt");
     receipt.dataset.state = m.ok ? "printed" : "failed";
     if (m.ok) F.setBi(receipt, "请取走小票", "Please take your receipt");

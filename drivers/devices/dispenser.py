@@ -15,7 +15,8 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers import lineproto as lp
 from drivers.devices.base import DevicePort, Job
@@ -40,6 +41,12 @@ PAPER_DETAIL = {
     lp.PaperState.LOW: "paper-low",
     lp.PaperState.OUT: "paper-out",
 }
+
+
+class TicketPrinter(Protocol):
+    """The hall's receipt printer (drivers/printer): queues a receipt and returns at once."""
+
+    def print_ticket(self, ref: str, why: str = "dispenser") -> bool: ...
 
 
 def wait_minutes(wait_s: float) -> int:
@@ -71,6 +78,12 @@ class DispenserPort(DevicePort):
         self._checksums = False  # the device's last line had one: so do our pushes
         self._paper_detail = ""  # the detail an online report carries: paper-low or nothing
         self._status = Coalescer[str, tuple[int, int]](self._push_status, status_interval)
+        # Set by the composition root when the hall prints receipts for this dispenser: its
+        # TAKE and CHECKIN tickets are printed (never ISSUED ones: the device printed those).
+        self.receipts: TicketPrinter | None = None
+        # Set to the voice's say_number: a dispenser out of paper (and no hall printer) still
+        # gives the ticket; the applicant hears its number.
+        self.say_number: Callable[[str], object] | None = None
 
     async def start(self) -> None:
         self.initial_state(self.device)
@@ -190,14 +203,14 @@ class DispenserPort(DevicePort):
 
     async def _take(self, service: str, priority: bool) -> lp.Words:
         events = await self._run(self._take_command(service, priority=priority))
-        return _ticket_from(events)
+        return self._printed(_ticket_from(events))
 
     async def _check_in(self, code: str) -> lp.Words:
         state = self.hall.state
         ticket = state.by_token.get(code)
         if ticket is None:
             events = await self._run(c.CheckIn(self.hall.now(), code, secrets.token_urlsafe(16)))
-            return _ticket_from(events)
+            return self._printed(_ticket_from(events))
         # A remote ticket's code: print the ticket the applicant already has.
         if ticket.finished:
             return lp.err(409, "ticket-finished")
@@ -206,7 +219,15 @@ class DispenserPort(DevicePort):
             ahead = state.ahead_of(ticket)
             forecast = self.hall.forecaster(state, ticket.service, ahead, self.hall.now())
             wait = wait_minutes(forecast["wait_s"])
-        return lp.ticket_reply(ticket.number, ticket.service, ahead, wait)
+        return self._printed(lp.ticket_reply(ticket.number, ticket.service, ahead, wait))
+
+    def _printed(self, reply: lp.Words) -> lp.Words:
+        """Queue the receipt of the ticket in a TICKET reply; the reply never waits for it."""
+        if self.receipts is not None:
+            self.receipts.print_ticket(str(reply[1]), "dispenser")
+        elif self.device.detail == "paper-out" and self.say_number is not None:
+            self.say_number(str(reply[1]))
+        return reply
 
     def _paper(self, paper: lp.PaperState) -> lp.Words:
         detail = PAPER_DETAIL[paper]
