@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -18,15 +19,20 @@ from aiohttp import web
 
 from broadcast import VoiceHandle, start_voice
 from display import DisplayHandle, setup_display
+from drivers.devices.dispenser import DispenserPort
 from drivers.ports import PortManager, start_ports
+from drivers.printer import PrinterHandle, add_receipt_routes, check_profile, start_printer
 from sync import SyncHandle, start_sync
 
 from . import commands as c
-from .config import HallConfig
+from .admin import AdminHandle, AdminHandles, setup_admin
+from .config import ConfigError, HallConfig
 from .hall import Hall
 from .model import DomainError
+from .reload import reload_config
 from .store import Store
 from .systemd import notify
+from .watchdog import run_watchdog, watchdog_plan
 from .web import make_app
 
 log = logging.getLogger(__name__)
@@ -62,19 +68,39 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self.ports: PortManager | None = None
         self.voice: VoiceHandle | None = None
+        self.printer: PrinterHandle | None = None
         self.display: DisplayHandle | None = None
         self.sync: SyncHandle | None = None
+        self.admin: AdminHandle | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
         await self.hall.start()
         # Outputs first, so they hear every event the inputs cause.
         self.voice = await start_voice(self.hall, self.config)
+        self.printer = await start_printer(self.hall, self.config)
+        if self.printer is not None and self.voice is not None:
+            self.printer.on_failed = self.voice.say_number  # no receipt: hear the number
         self.ports = await start_ports(self.hall, self.config)
+        for port in self.ports.ports.values():
+            if isinstance(port.device, DispenserPort):
+                port.device.receipts = self.printer  # before its first reply can be committed
+                port.device.say_number = self.voice.say_number if self.voice else None
         # The outbox pump and retained state never wait for the broker: start returns at once.
         self.sync = await start_sync(self.hall, self.config)
         app = make_app(self.hall)
-        self.display = setup_display(app, self.hall, self.config)
+        self.display = setup_display(app, self.hall, self.config, receipts=self.printer)
+        if self.printer is not None:
+            add_receipt_routes(app, self.printer)
+        # Last of the routes: from here on everything but the public pages needs a login.
+        handles = AdminHandles(
+            ports=self.ports,
+            sync=self.sync,
+            voice=self.voice,
+            display=self.display,
+            printer=self.printer,
+        )
+        self.admin = setup_admin(app, self.hall, self.config, handles)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.web.host, self.config.web.port)
@@ -85,7 +111,18 @@ class Daemon:
             loop.create_task(_every(TICK_S, "clock tick", self._tick), name="tick"),
             loop.create_task(_every(HOUSEKEEPING_S, "housekeeping", self._housekeeping)),
         ]
+        plan = watchdog_plan()
+        if plan is not None:
+            self._tasks.append(loop.create_task(run_watchdog(self.hall, plan), name="watchdog"))
         notify("READY=1")
+
+    def reload(self) -> None:
+        """SIGHUP: swap in screens, notice and voice wording; log what needs a restart."""
+        source = self.config.source
+        if source is None:
+            log.warning("reload: the config was not read from a file; nothing to re-read")
+            return
+        self.config = reload_config(self.config, source, [self.display, self.voice])
 
     async def _tick(self) -> None:
         await self.hall.submit(c.Tick(self.hall.now()))
@@ -107,6 +144,8 @@ class Daemon:
             await self.ports.stop()
         if self.sync is not None:
             await self.sync.stop()  # publishes `stopped`; needs the store, so before hall.stop()
+        if self.printer is not None:
+            await self.printer.stop()
         if self.voice is not None:
             await self.voice.stop()
         await self.hall.stop()
@@ -117,14 +156,20 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await self.start()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
             await self.stop()
 
 
 def run(config: HallConfig) -> None:
+    try:
+        check_profile(config)  # the printer profile lives in python-escpos, not in config.py
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
     asyncio.run(Daemon(config).run_until_signalled())

@@ -1,4 +1,4 @@
-"""`hall-daemon`: run the hall, check its config, export its event log."""
+"""`hall-daemon`: run the hall, check its config, export its event log, set the admin password."""
 
 from __future__ import annotations
 
@@ -84,6 +84,60 @@ def cmd_events_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .admin.auth import PasswordError, PasswordFile
+
+    config = _load(args.config)
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New admin password: ")
+        if getpass.getpass("Once more: ") != password:
+            print("the two passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    passwords = PasswordFile(config.state_dir)
+    try:
+        passwords.set(password)
+    except (PasswordError, OSError) as exc:
+        print(f"password not changed: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"admin password set ({passwords.path}); a running daemon uses it from the next "
+        "login on and ends the sessions of the old one",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_forecast_evaluate(args: argparse.Namespace) -> int:
+    from .forecast.evaluate import evaluate_file, parse_train_until, report, save_csv
+    from .forecast.replay import LogError
+
+    try:
+        parse_train_until(args.train_until)
+    except ValueError as exc:
+        print(f"--train-until: {exc}", file=sys.stderr)
+        return 2
+    spec = _load(args.config).to_spec() if args.config else None
+    try:
+        result = evaluate_file(args.events, args.train_until, spec)
+    except LogError as exc:
+        print(exc.where(args.events), file=sys.stderr)
+        return 2
+    if not result.predictions:
+        print(f"no tickets issued on or after {result.train_until.isoformat()}", file=sys.stderr)
+        return 2
+    try:
+        save_csv(result, args.out)
+    except OSError as exc:
+        print(f"{args.out}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(report(result, args.max_relative_rmse), end="")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from drivers.simulator import run_from_args
 
@@ -131,6 +185,41 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", help="before this date or ISO time")
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
     export.set_defaults(func=cmd_events_export)
+
+    setpw = sub.add_parser(
+        "set-password",
+        help="set the admin password",
+        description="Set the admin page's password (only its scrypt hash is stored).",
+    )
+    setpw.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
+    )
+    setpw.add_argument(
+        "--stdin", action="store_true", help="read the password from standard input's first line"
+    )
+    setpw.set_defaults(func=cmd_set_password)
+
+    fc = sub.add_parser("forecast", help="wait forecasts", description="Wait forecasts.")
+    fsub = fc.add_subparsers(dest="forecast_command", required=True, metavar="COMMAND")
+    fev = fsub.add_parser(
+        "evaluate",
+        help="replay an event log and score the forecaster against the baselines",
+        description="Replay an exported event log in order; at every ticket issued on or after "
+        "--train-until ask the forecaster (and the baselines) for its wait, using only what "
+        "happened before; write one CSV row per ticket and print the error figures.",
+    )
+    fev.add_argument("--events", required=True, help="event log (`hall-daemon events export`)")
+    fev.add_argument(
+        "--train-until", required=True, help="first test day (a date or ISO time, hall-local)"
+    )
+    fev.add_argument("--out", required=True, help="CSV of the test tickets' predictions")
+    fev.add_argument(
+        "-c", "--config", help="the hall's config.yaml (default: infer the hall from the log)"
+    )
+    fev.add_argument(
+        "--max-relative-rmse", type=float, help="also check RMSE ÷ mean wait against this target"
+    )
+    fev.set_defaults(func=cmd_forecast_evaluate)
 
     sim = sub.add_parser(
         "simulate",

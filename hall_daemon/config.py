@@ -357,6 +357,8 @@ class WebConfig(_Model):
     host: Text = "127.0.0.1"
     port: Port = 8080
     public_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    # A file holding the token Prometheus sends as `Authorization: Bearer` for /metrics.
+    metrics_token_file: LocalPath | None = None
 
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"

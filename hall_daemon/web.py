@@ -15,6 +15,47 @@ from aiohttp import web
 from .hall import Hall
 
 HALL_KEY = web.AppKey("hall", Hall)
+LOOP_LAG_LIMIT_S = 1.0  # /healthz says "not ready" when the event loop falls this far behind
+LOOP_PROBE_S = 0.25
+
+
+class LoopMonitor:
+    """How late the event loop wakes a sleeper: the lag every timer, socket and keypad sees.
+
+    A probe sleeps LOOP_PROBE_S again and again; how much later than asked it wakes is the
+    lag. `lag_s` is the worst of the last few probes, so one stall is still seen by the
+    next health check; `max_lag_s` is the worst since start (for /metrics).
+    """
+
+    def __init__(self) -> None:
+        self.lag_s = 0.0
+        self.max_lag_s = 0.0
+        self.probes = 0
+        self._recent: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._probe(), name="loop-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(LOOP_PROBE_S)
+            lag = max(loop.time() - asked - LOOP_PROBE_S, 0.0)
+            self._recent = [*self._recent[-7:], lag]
+            self.lag_s = max(self._recent)
+            self.max_lag_s = max(self.max_lag_s, lag)
+            self.probes += 1
+
+
+LOOP_KEY = web.AppKey("loop_monitor", LoopMonitor)
 
 
 def queue_view(hall: Hall) -> dict[str, Any]:
@@ -48,19 +89,23 @@ def queue_view(hall: Hall) -> dict[str, Any]:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Ready (200) only when the store answers, the writer runs and the loop keeps time."""
     hall = request.app[HALL_KEY]
+    monitor = request.app[LOOP_KEY]
     started = time.perf_counter()
     await asyncio.sleep(0)
-    loop_lag = time.perf_counter() - started
+    loop_lag = max(time.perf_counter() - started, monitor.lag_s)
     try:
         store_ok = await asyncio.wait_for(hall.io(hall.store.ping), timeout=2.0)
     except Exception:
         store_ok = False
-    ok = hall.healthy and store_ok
+    loop_ok = loop_lag < LOOP_LAG_LIMIT_S
+    ok = hall.healthy and store_ok and loop_ok
     body = {
         "ok": ok,
         "store": store_ok,
         "writer": hall.healthy,
+        "loop": loop_ok,
         "seq": hall.store.last_seq(),
         "boot": hall.boot,
         "loop_lag_s": round(loop_lag, 4),
@@ -75,6 +120,16 @@ async def queues(request: web.Request) -> web.Response:
 def make_app(hall: Hall) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[HALL_KEY] = hall
+    monitor = app[LOOP_KEY] = LoopMonitor()
+
+    async def start_monitor(_app: web.Application) -> None:
+        monitor.start()
+
+    async def stop_monitor(_app: web.Application) -> None:
+        await monitor.stop()
+
+    app.on_startup.append(start_monitor)
+    app.on_cleanup.append(stop_monitor)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/queues", queues)
     return app

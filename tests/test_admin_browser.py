@@ -1,0 +1,184 @@
+"""The admin status page in real headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+A real Hall (engine, SQLite store, bus) and the daemon's aiohttp app with the display and
+the admin side mounted, on 127.0.0.1. The test logs in with the password the first start
+logged, watches a call appear live, and uses the page's buttons; every action must end as
+an event in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from playwright.async_api import Page, async_playwright, expect
+
+from display import setup_display
+from hall_daemon import commands as c
+from hall_daemon.admin import setup_admin
+from hall_daemon.config import load_config
+from hall_daemon.hall import Hall
+from hall_daemon.store import Store
+from hall_daemon.web import make_app
+
+pytestmark = pytest.mark.service
+
+REPO = Path(__file__).resolve().parents[1]
+TZ = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 27, 10, 0, tzinfo=TZ)  # a Friday morning; every service open
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("DISPLAY_SCREENSHOTS", REPO / "state" / "screenshots"))
+PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$")
+expect.set_options(timeout=5000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, hall: Hall, port: int, password: str) -> None:
+        self.hall, self.port, self.password = hall, port, password
+        self.url = f"http://127.0.0.1:{port}"
+
+    def types(self) -> list[str]:
+        return [e.type for e in self.hall.store.events_after(0, limit=10_000)]
+
+    def events(self, kind: str) -> list[dict[str, object]]:
+        return [e.data for e in self.hall.store.events_after(0, limit=10_000) if e.type == kind]
+
+
+@pytest_asyncio.fixture
+async def server(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Server]:
+    caplog.set_level(logging.INFO)
+    config = load_config(REPO / "config.yaml").model_copy(update={"state_dir": tmp_path})
+    hall = Hall(config.to_spec(), Store(Store.sqlite_url(tmp_path / "hall.db")), clock=lambda: T0)
+    await hall.start()
+    app = make_app(hall)
+    setup_display(app, hall, config)
+    setup_admin(app, hall, config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    found = [PASSWORD_LINE.search(r.getMessage()) for r in caplog.records]
+    passwords = [m.group(1) for m in found if m]
+    assert len(passwords) == 1, "the first start logs the password exactly once"
+    try:
+        yield Server(hall, port, passwords[0])
+    finally:
+        await runner.cleanup()
+        await hall.stop()
+
+
+async def login(page: Page, server: Server) -> None:
+    await page.goto(server.url + "/admin/")
+    await expect(page).to_have_url(re.compile(r"/admin/login\?next="))
+    await page.fill("input[name=password]", "not the password")
+    await page.click("section.login button[type=submit]")
+    await expect(page.locator(".flash.bad")).to_contain_text("Wrong password")
+    await page.fill("input[name=password]", server.password)
+    await page.click("section.login button[type=submit]")
+    await expect(page).to_have_url(server.url + "/admin/")
+    await expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
+
+
+async def test_admin_sees_calls_live_and_acts_through_the_page(server: Server) -> None:
+    hall = server.hall
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.set_default_timeout(10_000)
+            page = await context.new_page()
+            errors: list[str] = []
+            foreign: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on(
+                "request",
+                lambda r: (
+                    None
+                    if r.url.startswith((server.url, "data:", "ws://127.0.0.1"))
+                    else foreign.append(r.url)
+                ),
+            )
+            await login(page, server)
+
+            # A call made elsewhere (a keypad's NEXT) appears live, without a reload.
+            await hall.submit(c.TakeTicket(T0, "A", "tok-admin-browser-1"))
+            await hall.submit(c.TakeTicket(T0, "A", "tok-admin-browser-2"))
+            row1 = page.locator('#counters tr[data-counter="1"]')
+            await expect(row1.locator(".state [data-state]")).to_have_attribute(
+                "data-state", "closed"
+            )
+            await hall.submit(c.CallNext(T0, 1))
+            await expect(row1.locator(".ticket")).to_contain_text("A001")
+            await expect(row1.locator(".state [data-state]")).to_have_attribute(
+                "data-state", "open"
+            )
+            await expect(page.locator('#services tr[data-service="A"] .waiting')).to_have_text("1")
+
+            # Pause counter 1 from the page.
+            await row1.locator('button[data-action="counter.pause"]').click()
+            await expect(row1.locator(".state [data-state]")).to_have_attribute(
+                "data-state", "paused"
+            )
+            assert hall.state.counters[1].state == "paused"
+            assert server.events("counter.paused") == [{"counter": 1}]
+
+            # Set the scrolling notice.
+            await page.fill("#notice-text", "今日16:00停止取号 No tickets after 16:00")
+            await page.click('#form-notice button[type="submit"]')
+            await expect(page.locator("#notice-current")).to_contain_text("今日16:00停止取号")
+            assert hall.state.notice == "今日16:00停止取号 No tickets after 16:00"
+            assert server.events("hall.notice_set") == [
+                {"text": "今日16:00停止取号 No tickets after 16:00"}
+            ]
+
+            # Cancel the waiting ticket A002 from its row.
+            row2 = page.locator('#tickets tr[data-ticket="A002"]')
+            await row2.locator('button[data-action="ticket.cancel"]').click()
+            await expect(row2).to_have_count(0)
+            assert hall.state.tickets["A002"].state == "cancelled"
+            cancelled = server.events("ticket.cancelled")
+            assert cancelled == [{"number": "A002", "service": "A", "reason": "admin"}]
+
+            # Hand-issue a ticket, and move it to another service by number.
+            await page.select_option("#form-issue select", "A")
+            await page.click('#form-issue button[type="submit"]')
+            await expect(page.locator("#result")).to_contain_text("A003")
+            await page.fill("#form-ticket input[name=ticket]", "a003")
+            await page.select_option("#form-ticket select", "B")
+            await page.click('#form-ticket button[data-do="ticket.move"]')
+            await expect(page.locator('#tickets tr[data-ticket="A003"] td').nth(1)).to_have_text(
+                "B"
+            )
+            issued = server.events("ticket.issued")[-1]
+            assert issued["channel"] == "counter" and issued["number"] == "A003"
+            assert server.events("ticket.transferred")[-1] == {
+                "number": "A003",
+                "from": "A",
+                "to": "B",
+                "counter": None,
+            }
+
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SHOTS / "admin-status.png"), full_page=True)
+            assert errors == [], errors
+            assert foreign == [], foreign
+        finally:
+            await browser.close()
