@@ -27,7 +27,7 @@ from aiohttp import WSCloseCode, web
 from hall_daemon.bus import Subscription
 from hall_daemon.config import HallConfig, ScreenConfig
 from hall_daemon.engine import DAY_STARTED
-from hall_daemon.events import TICKET_CALLED, TICKET_RECALLED, StoredEvent
+from hall_daemon.events import NOTICE_SET, TICKET_CALLED, TICKET_RECALLED, StoredEvent
 from hall_daemon.hall import Hall
 
 from .views import (
@@ -211,6 +211,7 @@ class Hub:
     async def start(self) -> None:
         self.calls.rebuild(self.hall.state)
         self.seq = self.hall.store.last_seq()
+        self.notice = self.hall_notice()
         self._sub = self.hall.bus.subscribe(
             "display", self._on_event, resync=self._resync, maxsize=BUS_QUEUE
         )
@@ -231,6 +232,23 @@ class Hub:
             # daemon's shutdown; its socket goes with the server.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 5.0)
+
+    def reload(self, config: HallConfig) -> None:
+        """Swap in a re-read config.yaml (SIGHUP): screen titles and scopes, hall names and
+        the notice; every connected page gets a fresh full state."""
+        self.config = config
+        screens: dict[str, ScreenFeed] = {}
+        for s in config.screens:
+            feed = self.screens.get(s.id) or ScreenFeed(self, s)
+            feed.screen = s
+            feed.scope = screen_scope(config, s)
+            feed.meta = screen_meta(config, s, feed.scope)
+            screens[s.id] = feed
+        self.screens = screens
+        self.notice = self.hall_notice()
+        for c in self._clients:
+            c.resync = True
+            c.wake.set()
 
     # -- events -----------------------------------------------------------------------------
     async def _on_event(self, e: StoredEvent) -> None:
@@ -253,6 +271,8 @@ class Hub:
             )
         elif e.type == DAY_STARTED:
             self.calls.rebuild(self.hall.state)
+        elif e.type == NOTICE_SET:
+            self.set_notice(self.hall_notice(d["text"]))
         # A group commit delivers its events together: compute the views once, after the
         # last of them, rather than once per event (the state is already past them all).
         if self._sub is not None and not self._sub.queue.empty():
@@ -263,6 +283,7 @@ class Hub:
         """The bus dropped events for us: rebuild from the state and resend full states."""
         self.calls.rebuild(self.hall.state)
         self.seq = self.hall.store.last_seq()
+        self.notice = self.hall_notice()  # the full states below carry it
         for c in self._clients:
             c.resync = True
             c.wake.set()
@@ -300,7 +321,16 @@ class Hub:
         }
 
     # -- notice -----------------------------------------------------------------------------
+    def hall_notice(self, text: str | None = None) -> str:
+        """The notice to show: the admin's (SetNotice, kept in the hall's state and log, so
+        it survives a restart), or config.yaml's when the admin's is empty."""
+        if text is None:
+            text = self.hall.state.notice
+        return text or self.config.hall.notice
+
     def set_notice(self, text: str) -> None:
+        if text == self.notice:
+            return
         self.notice = text
         message = {"t": "notice", "text": text}
         for feed in [*self.screens.values(), self.kiosk]:

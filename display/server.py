@@ -92,8 +92,16 @@ class DisplayHandle:
     def notice(self) -> str:
         return self.hub.notice
 
+    def reload(self, config: HallConfig) -> None:
+        """Screens, hall names and notice from a re-read config.yaml (SIGHUP)."""
+        self.config = config
+        self.hub.reload(config)
+
     def set_notice(self, text: str) -> None:
-        """Change the screens' scrolling notice now (the admin page calls this)."""
+        """Show `text` as the notice now, in memory only, until a restart or a SetNotice.
+
+        The admin page submits `SetNotice` to the hall instead: that one is logged, reaches
+        the screens through the bus, and is still shown after a restart."""
         self.hub.set_notice(text)
 
     def stats(self) -> dict[str, Any]:
@@ -168,9 +176,12 @@ def _bi(zh: str, en: str) -> str:
 class _Pages:
     def __init__(self, hall: Hall, config: HallConfig, hub: Hub, handle: DisplayHandle) -> None:
         self.hall = hall
-        self.config = config
         self.hub = hub
         self.handle = handle
+
+    @property
+    def config(self) -> HallConfig:
+        return self.hub.config  # follows a SIGHUP reload
 
     def _render(
         self,

@@ -44,6 +44,7 @@
     counterNames = {};
     for (const c of m.counters) counterNames[c.id] = c;
 
+    $("recent").replaceChildren(); // its rows name counters: rebuilt with the new names
     const rows = $("queues");
     rows.replaceChildren();
     for (const s of m.services) {
@@ -69,6 +70,15 @@
     }
   }
 
+  // A bilingual label, rewritten only when it changes: a patch touches a few cells, and
+  // leaving the rest alone spares the page their style, layout and paint.
+  function setBi(node, zh, en) {
+    if (node.dataset.zh === zh && node.dataset.en === en) return;
+    node.dataset.zh = zh;
+    node.dataset.en = en;
+    node.replaceChildren(F.bi(zh, en));
+  }
+
   function counterLabel(id) {
     const c = counterNames[id];
     return c ? [c.name, c.name_en || c.name] : [id + "号窗口", "Counter " + id];
@@ -77,11 +87,11 @@
   function setQueue(code, q) {
     const tr = document.querySelector('#queues tr[data-service="' + code + '"]');
     if (!tr) return;
-    tr.querySelector(".waiting").replaceChildren(F.bi(q.waiting + " 人", q.waiting + ""));
+    setBi(tr.querySelector(".waiting"), q.waiting + " 人", q.waiting + "");
     // No counter open: a forecast would be a guess about when one opens; say so instead.
     const w =
       q.open === 0 ? ["暂无窗口", "no counter"] : q.waiting === 0 ? ["无需等候", "no wait"] : F.waitText(q);
-    tr.querySelector(".wait").replaceChildren(F.bi(w[0], w[1]));
+    setBi(tr.querySelector(".wait"), w[0], w[1]);
     tr.dataset.waiting = q.waiting;
     tr.dataset.wait = q.wait_s;
   }
@@ -91,9 +101,10 @@
     if (!cell) return;
     cell.dataset.state = c.state;
     cell.dataset.ticket = c.ticket || "";
-    cell.querySelector(".cticket").textContent = c.ticket || "—";
+    const ticket = cell.querySelector(".cticket");
+    if (ticket.textContent !== (c.ticket || "—")) ticket.textContent = c.ticket || "—";
     const label = c.ticket ? STATUS[c.status] || ["", ""] : COUNTER_STATE[c.state] || ["", ""];
-    cell.querySelector(".cstate").replaceChildren(F.bi(label[0], label[1]));
+    setBi(cell.querySelector(".cstate"), label[0], label[1]);
   }
 
   function setCalls(calls) {
@@ -102,36 +113,60 @@
     if (first) {
       const name = counterLabel(first.counter);
       $("now-number").textContent = first.number;
-      $("now-counter").replaceChildren(F.bi(name[0], name[1]));
+      setBi($("now-counter"), name[0], name[1]);
       const st = STATUS[first.status] || ["", ""];
-      $("now-status").replaceChildren(F.bi(st[0], st[1]));
+      setBi($("now-status"), st[0], st[1]);
       now.dataset.number = first.number;
       now.dataset.counter = first.counter;
       now.dataset.status = first.status;
     } else {
       $("now-number").textContent = "";
-      $("now-counter").replaceChildren();
-      $("now-status").replaceChildren();
+      setBi($("now-counter"), "", "");
+      setBi($("now-status"), "", "");
       now.dataset.number = "";
       now.dataset.counter = "";
       now.dataset.status = "";
     }
+    setRecent(calls.slice(1));
+  }
+
+  // The recent calls, keyed by number and counter. A new call moves every row down one:
+  // the rows are moved, not rebuilt, so the page styles, shapes and lays out one new row
+  // (rebuilding them all was the largest part of a call's cost on a screen PC's CPU).
+  function setRecent(calls) {
     const list = $("recent");
-    list.replaceChildren();
-    for (const call of calls.slice(1)) {
-      const li = F.el("li", "call");
-      li.dataset.number = call.number;
-      li.dataset.counter = call.counter;
-      li.dataset.status = call.status;
-      const name = counterLabel(call.counter);
-      const counter = F.el("span", "counter");
-      counter.appendChild(F.bi(name[0], name[1]));
-      const st = STATUS[call.status] || ["", ""];
-      const status = F.el("span", "status");
-      status.appendChild(F.bi(st[0], st[1]));
-      li.append(F.el("span", "number", call.number), F.el("span", "arrow", "→"), counter, status);
-      list.appendChild(li);
+    const rows = new Map();
+    for (const li of Array.from(list.children)) {
+      const key = li.dataset.number + "|" + li.dataset.counter;
+      if (rows.has(key)) li.remove();
+      else rows.set(key, li);
     }
+    let at = list.firstElementChild;
+    for (const call of calls) {
+      const key = call.number + "|" + call.counter;
+      let li = rows.get(key);
+      if (li) rows.delete(key);
+      else li = recentRow(call);
+      if (li.dataset.status !== call.status) {
+        li.dataset.status = call.status;
+        const st = STATUS[call.status] || ["", ""];
+        setBi(li.querySelector(".status"), st[0], st[1]);
+      }
+      if (li === at) at = at.nextElementSibling;
+      else list.insertBefore(li, at);
+    }
+    for (const li of rows.values()) li.remove();
+  }
+
+  function recentRow(call) {
+    const li = F.el("li", "call");
+    li.dataset.number = call.number;
+    li.dataset.counter = call.counter;
+    const name = counterLabel(call.counter);
+    const counter = F.el("span", "counter");
+    counter.appendChild(F.bi(name[0], name[1]));
+    li.append(F.el("span", "number", call.number), F.el("span", "arrow", "→"), counter, F.el("span", "status"));
+    return li;
   }
 
   function flash(f) {
@@ -139,9 +174,9 @@
     // The banner shows the flashed call even if a later patch already moved calls[0] on.
     const name = counterLabel(f.counter);
     $("now-number").textContent = f.number;
-    $("now-counter").replaceChildren(F.bi(name[0], name[1]));
+    setBi($("now-counter"), name[0], name[1]);
     $("flash-number").textContent = f.number;
-    $("flash-counter").replaceChildren(F.bi(name[0], name[1]));
+    setBi($("flash-counter"), name[0], name[1]);
     now.dataset.number = f.number;
     now.dataset.counter = f.counter;
     now.dataset.flashes = String(Number(now.dataset.flashes || "0") + 1);
@@ -213,11 +248,11 @@
   function tick() {
     const t = F.hallTime();
     $("clock-time").textContent = t.hh + ":" + t.mm + ":" + t.ss;
-    $("clock-date").replaceChildren(
-      F.bi(
-        t.year + "年" + t.month + "月" + t.day + "日 星期" + WEEKDAYS_ZH[t.weekday],
-        WEEKDAYS_EN[t.weekday] + " " + t.day + " " + MONTHS_EN[t.month - 1] + " " + t.year
-      )
+    // The date changes once a day: rewriting it every second would lay out the header.
+    setBi(
+      $("clock-date"),
+      t.year + "年" + t.month + "月" + t.day + "日 星期" + WEEKDAYS_ZH[t.weekday],
+      WEEKDAYS_EN[t.weekday] + " " + t.day + " " + MONTHS_EN[t.month - 1] + " " + t.year
     );
   }
 
