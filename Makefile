@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PACKAGES := hall_daemon drivers display broadcast sync
 
-.PHONY: setup demo test test-unit test-service lint typecheck format bench clean
+.PHONY: setup demo test test-unit test-service lint typecheck format bench soak install clean
 
 setup:
 	@scripts/setup.sh
@@ -41,6 +41,14 @@ bench: setup
 	$(PY) bench/sync_bench.py
 	$(PY) bench/serial_bench.py
 	$(PY) bench/keypad_mqtt_bench.py
+
+# The long fault and soak run (a compressed hall day, 50 kill -9s, broker and port faults).
+soak: setup
+	nice -n 10 $(PY) bench/soak.py
+
+# On a hall PC, as root: venv under /opt/hall-daemon, config /etc/hall-daemon, the unit.
+install:
+	scripts/install.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo
