@@ -33,6 +33,10 @@ if $PY -c "import drivers.simulator" 2>/dev/null; then
   echo "demo: hardware simulator playing the dispenser and keypads (log: $DEMO/simulator.log)"
 fi
 
+# The product has no default password; the demo makes a fresh one each run and shows it.
+ADMIN_PASSWORD=$(openssl rand -base64 12)
+printf '%s\n' "$ADMIN_PASSWORD" | .venv/bin/hall-daemon set-password -c config.yaml --stdin > /dev/null
+
 .venv/bin/hall-daemon run -c config.yaml > "$DEMO/daemon.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
@@ -45,6 +49,8 @@ Demo hall running (daemon log: $DEMO/daemon.log). Open:
   http://127.0.0.1:8080/screen/hall      the hall's big screen (landscape, 中文 + English)
   http://127.0.0.1:8080/screen/area-a    the portrait screen by the 企业开办 counters
   http://127.0.0.1:8080/kiosk            the touch kiosk: take a ticket, then follow it at /t/<token>
+  http://127.0.0.1:8080/admin/           the admin status page and statistics
+                                         (password for this demo: $ADMIN_PASSWORD)
   http://127.0.0.1:8080/api/queues       live queues and counters (JSON)
   http://127.0.0.1:8080/healthz          health
 Announcements are written as WAV files to ./state/voice (play one: aplay state/voice/*.wav).
