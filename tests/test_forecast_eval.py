@@ -29,6 +29,7 @@ from hall_daemon.forecast.baselines import (
     make_baselines,
 )
 from hall_daemon.forecast.evaluate import CSV_COLUMNS, evaluate, write_csv
+from hall_daemon.forecast.live import METHOD
 from hall_daemon.forecast.metrics import Scored, bias_ok, coverage_ok, figures
 from hall_daemon.forecast.replay import LoggedEvent, infer_spec, replay
 from hall_daemon.model import CounterSpec, HallSpec, ServiceSpec
@@ -237,6 +238,9 @@ def test_predictions_do_not_depend_on_what_follows() -> None:
     ]
     assert len(before) > 50
     assert truncated == before
+    # Once the hall had enough waits to learn from (during day two), the trees answered.
+    third = [p.method for p in whole.predictions if p.issued_at >= day2 + timedelta(days=1)]
+    assert third and set(third) == {METHOD}
 
 
 # -- the command ----------------------------------------------------------------------------

@@ -533,7 +533,9 @@ async def test_ports_reconnect_by_themselves_and_alone(hall: Hall, tmp_path: Pat
             states = [s for _, s in list(line_link.history)[mark:]]
             assert states[0] is LinkState.BACKOFF and states[-1] is LinkState.CONNECTED
             await eventually(lambda: server.connections == 2, what="a new connection")
-            assert await dispenser.request(b"TAKE A #11\n") == b"TICKET A001 A 0 0 #11\n"
+            # The wait (last figure) is the forecaster's: not this test's business.
+            reply = await dispenser.request(b"TAKE A #11\n")
+            assert re.fullmatch(rb"TICKET A001 A 0 \d+ #11\n", reply), reply
 
             # socat dies: now the bus link backs off and the dispenser carries on.
             mark = len(bus_link.history)

@@ -160,7 +160,8 @@ async def test_live_state_and_events_match_the_hall_after_a_morning_of_keypad_pr
                 got = retained_state(late)
                 assert without_updated(got) | expected == without_updated(got)
                 assert got[f"{BASE}/status"]["state"] == "online"
-                assert got[f"{BASE}/outlook"]["method"] == "flat-now"
+                # The learned forecaster's outlook, from weekday x hour history.
+                assert got[f"{BASE}/outlook"]["method"] == "weekday-hour-history"
                 queue_a = got[f"{BASE}/queues/A"]
                 assert queue_a["updated"] <= format_time(clock())
                 assert queue_a["open_counters"] == [1, 6]

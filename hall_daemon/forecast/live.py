@@ -1,18 +1,25 @@
 """The hall forecaster the daemon runs and the evaluation replays.
 
-`learn` takes every committed event in order; the forecasts come from the snapshot
-Monte-Carlo (hall_daemon.forecast.simulate), corrected and given an 80 % interval by the
-calibration learned online (hall_daemon.forecast.calibrate). One simulation answers every
-question about one snapshot (each waiting ticket, and a ticket taken now in each service),
-and is kept until the hall changes or the clock moves on by `RESIMULATE_S`.
+`learn` takes every committed event in order. A forecast has two stages: the snapshot
+Monte-Carlo (hall_daemon.forecast.simulate) plays the hall forward from now, then boosted
+trees (hall_daemon.forecast.wait_model), trained on the hall's own history, map what the
+hall looks like (hall_daemon.forecast.features, the simulation's answer among them) to the
+wait. The 80 % interval is split-conformal on the trees' own recent out-of-sample errors.
+Until the hall has `MIN_ROWS` waits to learn from (day one), the simulation alone answers,
+linearly calibrated (hall_daemon.forecast.calibrate). One pass answers every question
+about one snapshot (each waiting ticket, and a ticket taken now in each service) and is
+kept until the hall changes or the clock moves on by `RESIMULATE_S`.
 
-On a ticket.issued, `learn` simulates the snapshot (or finds it cached) to remember what the
-model said for that ticket; its first call then teaches the calibration. That is the one
-non-trivial cost in `learn`, and it is the same simulation the screens need right after.
+On a ticket.issued, `learn` remembers the features and the forecast for that ticket; its
+first call makes them a training row and a residual. The trees are refitted at each
+hall day's start (in the daemon on a thread of their own, so the loop never waits), and
+on day one as soon as there is enough to learn from.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,13 +33,20 @@ from ..model import HallSpec
 from ..state import WAITING, HallState
 from .calibrate import ConformalInterval, LinearCalibration
 from .closed_form import Forecast, queue_length_forecast
+from .features import FeatureBook
 from .learn import Learned
 from .outlook import build_outlook
 from .simulate import HORIZON_S, REPLICATIONS, simulate
+from .wait_model import WaitModel, train
 
-METHOD = "monte-carlo+conformal"
+METHOD = "boosted-trees+monte-carlo+conformal"
+FIRST_DAYS_METHOD = "monte-carlo+conformal"  # until the trees have history to learn from
 RESIMULATE_S = 15.0  # a snapshot's simulation serves this long while nothing changes
 CACHE = 8
+MIN_ROWS = 300  # waits needed before the trees are trusted over the calibrated simulation
+MAX_ROWS = 20000  # training rows kept (months of a busy hall): old habits fade
+CHOOSE_EVERY = 7  # days between re-checking whether the trees start from the simulation
+AT_ONCE_S = 60.0  # a ticket a free counter will take, predicted under this, is told 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,18 @@ class Raw:
     at_once: bool  # called at once in most replications
 
 
+@dataclass(slots=True)
+class Pending:
+    """A ticket issued and not called yet: what was seen and said when it was issued."""
+
+    raw: Raw | None
+    row: np.ndarray
+    predicted: float
+    by_trees: bool
+    issued_at: datetime
+    service: str
+
+
 def zero(method: str = METHOD) -> Forecast:
     return {"wait_s": 0, "p10_s": 0, "p90_s": 0, "method": method}
 
@@ -53,16 +79,34 @@ class HallForecaster:
 
     method = METHOD
 
-    def __init__(self, spec: HallSpec, *, replications: int = REPLICATIONS) -> None:
+    def __init__(
+        self,
+        spec: HallSpec,
+        *,
+        replications: int = REPLICATIONS,
+        fit_in_background: bool = False,
+    ) -> None:
         self.spec = spec
         self.replications = replications
+        self.fit_in_background = fit_in_background
         self.learned = Learned(spec)
+        self.book = FeatureBook(spec)
         self.calibration = LinearCalibration()
-        self.interval = ConformalInterval()
-        self._pending: dict[str, tuple[Raw, datetime, str]] = {}  # issued, not called yet
-        self._cache: dict[tuple[Any, ...], dict[str, Raw]] = {}
+        self.interval = ConformalInterval()  # of the calibrated simulation, for day one
+        self.model: WaitModel | None = None
+        self.model_interval = ConformalInterval(0.1, 0.9)
+        self.rows: deque[tuple[np.ndarray, float]] = deque(maxlen=MAX_ROWS)
+        self._from_simulation: bool | None = None
+        self._fits = 0
+        self._fitted_at = 0  # rows seen when the last fit started
+        self._seen = 0  # training rows ever added
+        self._fitting = False
+        self._defer_fits = False  # while warming: one fit at the end
+        self._pending: dict[str, Pending] = {}
+        self._cache: dict[tuple[Any, ...], dict[str, Forecast]] = {}
+        self._raw_cache: dict[tuple[Any, ...], dict[str, Raw]] = {}
         self._backlog: list[StoredEvent] | None = None  # events learned while warming
-        self._calibrating = True  # simulate issued tickets to learn the calibration
+        self._calibrating = True  # simulate issued tickets to learn from their waits
 
     # -- learning ------------------------------------------------------------------------
     def learn(self, event: StoredEvent, state: HallState) -> None:
@@ -70,25 +114,76 @@ class HallForecaster:
         if self._backlog is not None:
             self._backlog.append(event)
         self.learned.learn(event, state)
+        self.book.learn(event, state)
         d = event.data
         if event.type == ev.TICKET_ISSUED and self._calibrating:
-            raw = self._raw(state, event.at).get(d["number"])
-            if raw is not None:
-                self._pending[d["number"]] = (raw, event.at, d["service"])
+            self._remember(state, d["number"], d["service"], event.at)
         elif event.type == ev.TICKET_CALLED:
             got = self._pending.pop(d["number"], None)
             if got is not None:
-                raw, issued_at, service = got
-                actual = (event.at - issued_at).total_seconds()
-                self.learned.record_wait(service, issued_at, actual)
-                if not raw.at_once:
-                    predicted = self._point(raw)
-                    self.interval.add(actual - predicted, self._spread(raw))
-                    self.calibration.add(raw.mean, actual)
+                self._called(got, (event.at - got.issued_at).total_seconds())
         elif event.type == ev.TICKET_CANCELLED:
             self._pending.pop(d["number"], None)
         elif event.type == "hall.day_started":
             self._pending.clear()
+            if len(self.rows) >= MIN_ROWS:
+                self._fit()
+
+    def _remember(self, state: HallState, number: str, service: str, at: datetime) -> None:
+        raw = self._raw(state, at)
+        row = self.book.rows(state, at, [(service, number)], self._sim(raw))[0]
+        said = self._answers(state, at).get(number)  # what the screens are about to show
+        if said is None:
+            said = queue_length_forecast(state, service, state.ahead_of(state.tickets[number]), at)
+        by_trees = said["method"] == METHOD and self.model is not None
+        self._pending[number] = Pending(
+            raw.get(number), row, float(said["wait_s"]), by_trees, at, service
+        )
+
+    def _called(self, p: Pending, actual: float) -> None:
+        """A ticket's first call: its wait teaches every stage."""
+        self.learned.record_wait(p.service, p.issued_at, actual)
+        self.book.first_wait(p.service, p.issued_at, actual)
+        self.rows.append((p.row, actual))
+        self._seen += 1
+        if actual > 0.5:  # the interval is for tickets that had to wait
+            if p.by_trees:
+                self.model_interval.add(actual - p.predicted, max(p.predicted, 60.0))
+            if p.raw is not None and not p.raw.at_once:
+                self.interval.add(actual - self._point(p.raw), self._spread(p.raw))
+        if p.raw is not None and not p.raw.at_once:
+            self.calibration.add(p.raw.mean, actual)
+        if self.model is None and len(self.rows) >= MIN_ROWS * 2**self._fits:
+            self._fit()  # day one: learn as soon as there is enough, then again as it doubles
+
+    # -- fitting -------------------------------------------------------------------------
+    def _fit(self) -> None:
+        if self._defer_fits or self._fitting:
+            return
+        x = np.array([r for r, _ in self.rows])
+        y = np.array([a for _, a in self.rows])
+        recheck = self._from_simulation is None or self._fits % CHOOSE_EVERY == 0
+        way = None if recheck else self._from_simulation
+        self._fits += 1
+        self._fitted_at = self._seen
+        if not self.fit_in_background:
+            self._install(train(x, y, way))
+            return
+        self._fitting = True
+
+        def work() -> None:
+            try:
+                self._install(train(x, y, way))
+            finally:
+                self._fitting = False
+
+        # The daemon's loop must not wait seconds for a fit: the old model serves meanwhile.
+        threading.Thread(target=work, name="forecast-fit", daemon=True).start()
+
+    def _install(self, model: WaitModel) -> None:
+        self._from_simulation = model.from_simulation
+        self.model = model  # one assignment: readers see the old model or the new one
+        self._cache = {}  # rebound, not cleared: the loop may be reading the old one
 
     def warm(
         self,
@@ -109,6 +204,7 @@ class HallForecaster:
         engine = Engine(self.spec)
         started = False
         last = 0
+        self._defer_fits = True
         for e in events:
             if stop is not None and stop():
                 break
@@ -127,6 +223,9 @@ class HallForecaster:
                 continue
             self.learn(e, engine.state)
         self._calibrating = True
+        self._defer_fits = False
+        if len(self.rows) >= MIN_ROWS:
+            self._fit()
         return last
 
     def begin_warm(self) -> None:
@@ -141,30 +240,35 @@ class HallForecaster:
             if e.seq > after_seq:
                 warmed.learn(e, state)
         self.learned = warmed.learned
+        self.book = warmed.book
         self.calibration = warmed.calibration
         self.interval = warmed.interval
+        self.model_interval = warmed.model_interval
+        self.rows = warmed.rows
+        self._from_simulation, self._fits = warmed._from_simulation, warmed._fits
+        self._seen = warmed._seen
         self._pending = {**warmed._pending, **self._pending}
-        self._cache.clear()
+        if warmed.model is not None:
+            self._install(warmed.model)
+        self._cache, self._raw_cache = {}, {}
 
     # -- forecasting ---------------------------------------------------------------------
     def __call__(self, state: HallState, service: str, ahead: int, now: datetime) -> Forecast:
         """The wait of a ticket taken now in `service` with `ahead` tickets before it."""
         waiting = state.waiting_tickets(service)
         target = waiting[ahead].number if ahead < len(waiting) else "*" + service
-        raw = self._raw(state, now).get(target)
-        if raw is None:
-            return queue_length_forecast(state, service, ahead, now)
-        return self._forecast(raw)
+        found = self._answers(state, now).get(target)
+        return found if found is not None else queue_length_forecast(state, service, ahead, now)
 
     def ticket(self, state: HallState, number: str, now: datetime) -> Forecast:
         """The remaining wait of one ticket of `state` (0 unless it is waiting)."""
         t = state.tickets[number]
         if t.state != WAITING:
             return zero()
-        raw = self._raw(state, now).get(number)
-        if raw is None:
-            return queue_length_forecast(state, t.service, state.ahead_of(t), now)
-        return self._forecast(raw)
+        found = self._answers(state, now).get(number)
+        if found is not None:
+            return found
+        return queue_length_forecast(state, t.service, state.ahead_of(t), now)
 
     def outlook(self, state: HallState, now: datetime) -> dict[str, Any]:
         return build_outlook(state, self.learned, self, now)
@@ -176,9 +280,51 @@ class HallForecaster:
     def _spread(self, raw: Raw) -> float:
         return max(raw.spread * float(self.calibration.theta[1]), 1.0)
 
+    def _answers(self, state: HallState, now: datetime) -> dict[str, Forecast]:
+        """Every target's forecast for this snapshot: by the trees once they are trained."""
+        key = self._key(state, now)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        raw = self._raw(state, now)
+        model = self.model
+        if model is None:
+            result = {target: self._forecast(r) for target, r in raw.items()}
+        else:
+            targets: list[tuple[str, str | None]] = []
+            for code in state.services:
+                targets += [(code, t.number) for t in state.waiting_tickets(code)]
+                targets.append((code, None))
+            rows = self.book.rows(state, now, targets, self._sim(raw))
+            waits = model.predict(rows)
+            q = self.model_interval.quantiles()
+            result = {}
+            for (code, number), wait in zip(targets, waits, strict=True):
+                name = number if number is not None else "*" + code
+                r = raw.get(name)
+                result[name] = self._tree_forecast(float(wait), r, q)
+        if len(self._cache) >= CACHE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = result
+        return result
+
+    @staticmethod
+    def _tree_forecast(wait: float, raw: Raw | None, q: tuple[float, float] | None) -> Forecast:
+        if raw is not None and raw.at_once and wait < AT_ONCE_S:
+            return zero()
+        scale = max(wait, 60.0)
+        lo_z, hi_z = q if q is not None else (-0.6, 0.9)  # wide until residuals are known
+        lo, hi = max(wait + lo_z * scale, 0.0), wait + hi_z * scale
+        lo, hi = min(lo, wait), max(hi, wait)
+        return {"wait_s": round(wait), "p10_s": round(lo), "p90_s": round(hi), "method": METHOD}
+
+    @staticmethod
+    def _sim(raw: dict[str, Raw]) -> dict[str, tuple[float, float, bool]]:
+        return {k: (r.mean, r.spread, r.at_once) for k, r in raw.items()}
+
     def _forecast(self, raw: Raw) -> Forecast:
         if raw.at_once:
-            return zero()
+            return zero(FIRST_DAYS_METHOD)
         wait = self._point(raw)
         spread = self._spread(raw)
         q = self.interval.quantiles()
@@ -188,7 +334,12 @@ class HallForecaster:
             scale = max(spread, 30.0)
             lo, hi = wait + q[0] * scale, wait + q[1] * scale
         lo, hi = min(max(lo, 0.0), wait), max(hi, wait)
-        return {"wait_s": round(wait), "p10_s": round(lo), "p90_s": round(hi), "method": METHOD}
+        return {
+            "wait_s": round(wait),
+            "p10_s": round(lo),
+            "p90_s": round(hi),
+            "method": FIRST_DAYS_METHOD,
+        }
 
     def _key(self, state: HallState, now: datetime) -> tuple[Any, ...]:
         counters = tuple((c.state, c.current, c.since) for c in state.counters.values())
@@ -200,7 +351,7 @@ class HallForecaster:
 
     def _raw(self, state: HallState, now: datetime) -> dict[str, Raw]:
         key = self._key(state, now)
-        found = self._cache.get(key)
+        found = self._raw_cache.get(key)
         if found is not None:
             return found
         out = simulate(state, self.learned, now, self.replications)
@@ -217,9 +368,9 @@ class HallForecaster:
             for i, target in enumerate(out.targets):
                 if share[i] >= 0.5:
                     result[target] = Raw(float(means[i]), float(sds[i]), bool(at_once[i]))
-        if len(self._cache) >= CACHE:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = result
+        if len(self._raw_cache) >= CACHE:
+            self._raw_cache.pop(next(iter(self._raw_cache)))
+        self._raw_cache[key] = result
         return result
 
 
