@@ -1,12 +1,16 @@
 """The fault and soak run: a compressed hall day with the daemon killed, the broker stopped,
-ports unplugged and fed garbage, and fuzzed MQTT commands; then every loss is counted.
+ports unplugged and fed garbage, fuzzed MQTT commands and the hall's day end (the night's
+reset and the next day's start) in the middle; then every loss is counted.
 
     nice -n 10 .venv/bin/python bench/soak.py                 # long form: 50 kill -9s
     .venv/bin/python bench/soak.py --kills 5 --duration 90    # the CI form (tests/test_soak.py)
 
 Real parts throughout: the hardware simulator (hall-daemon simulate) on TCP ports, a relay
 per port that can be unplugged and can inject garbage, the real daemon process, a real
-Mosquitto and a persistent subscriber recording everything.
+Mosquitto and a persistent subscriber recording everything. The daemon's clock runs as
+fast as the simulator's (HALL_DAEMON_CLOCK) and passes the hall's reset hour
+(`hall.day_reset_hour`) 45 % of the way through, so the day end happens under traffic and
+faults: yesterday's tickets are cancelled (`day_end`), counters closed, numbers restart.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hall_daemon.app import CLOCK_ENV  # noqa: E402
 from hall_daemon.config import load_config  # noqa: E402
-from hall_daemon.engine import Engine  # noqa: E402
+from hall_daemon.engine import DAY_STARTED, Engine  # noqa: E402
 from hall_daemon.events import loads  # noqa: E402
 from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config  # noqa: E402
 from tests.mqtt_broker import Broker, Recorder, publish  # noqa: E402
@@ -139,6 +145,8 @@ class SoakReport:
     losses: int = 0
     problems: list[str] = field(default_factory=list)
     stop_s: float = 0.0
+    day_ends: int = 0
+    day_end_cancelled: int = 0
 
     def figures(self) -> str:
         rec = sorted(self.recovery_s)
@@ -149,6 +157,8 @@ class SoakReport:
                 f"faults injected: {sum(self.faults.values())} ({dict(self.faults)})",
                 f"events: {self.events}  tickets: {self.tickets}  "
                 f"simulator TICKET replies: {self.sim.get('tickets')}",
+                f"day ends: {self.day_ends} ({self.day_end_cancelled} tickets cancelled "
+                "with reason day_end)",
                 f"losses: {self.losses}",
                 f"recovery kill -9 → /healthz 200: p50 {p50:.2f} s, p99 {p99:.2f} s, "
                 f"max {max(rec, default=0):.2f} s over {len(rec)} kills",
@@ -165,6 +175,52 @@ def _replay_waiting(config_path: Path, export: Path) -> tuple[list[Any], dict[st
     for e in log:
         engine.apply(e.event)
     return log, {s.code: engine.state.waiting(s.code) for s in config.services}
+
+
+def check_tickets(log: list[Any], report: SoakReport) -> None:
+    """Every ticket is issued once and ends at most once; every ticket of a day that ended
+    has exactly one terminal state. Numbers restart at each `hall.day_started`, so a ticket
+    is (hall day, number): terminal events name the number of the day they belong to (the
+    day end's cancellations come before the new day's `hall.day_started`)."""
+    day = 0
+    current: dict[str, tuple[int, str]] = {}
+    issued: Counter[tuple[int, str]] = Counter()
+    ends: Counter[tuple[int, str]] = Counter()
+    for e in log:
+        if e.type == DAY_STARTED:
+            day += 1
+            current = {}
+        elif e.type == "ticket.issued":
+            key = (day, e.data["number"])
+            issued[key] += 1
+            current[e.data["number"]] = key
+        elif e.type in TERMINAL:
+            ref = current.get(e.data["number"])
+            if ref is None:
+                report.problems.append(f"{e.type} for {e.data['number']} not issued that day")
+                continue
+            ends[ref] += 1
+            if e.data.get("reason") == "day_end":
+                report.day_end_cancelled += 1
+    report.tickets = sum(issued.values())
+    report.day_ends = max(day - 1, 0)  # the first `hall.day_started` opens the log's first day
+    dup = [k for k, n in issued.items() if n > 1]
+    if dup:
+        report.problems.append(f"tickets issued twice: {dup[:5]}")
+    twice = [k for k, n in ends.items() if n > 1]
+    if twice:
+        report.problems.append(f"tickets ending twice: {twice[:5]}")
+    open_after = [k for k in issued if k[0] < day and ends[k] == 0]
+    if open_after:
+        report.problems.append(f"tickets of an ended day left open: {open_after[:5]}")
+
+
+def hall_clock(duration: float, speed: float, reset_hour: int, tz: Any) -> str:
+    """HALL_DAEMON_CLOCK for a day end 45 % of the way through the run, at `speed`."""
+    today = datetime.now(tz).date()
+    reset = datetime.combine(today, datetime.min.time().replace(hour=reset_hour), tz)
+    start = reset - timedelta(seconds=0.45 * duration * speed)
+    return f"{time.time():.3f}={start.isoformat()}x{speed:g}"
 
 
 def run_soak(work: Path, *, kills: int, duration: float, speed: float, seed: int) -> SoakReport:
@@ -208,7 +264,9 @@ def run_soak(work: Path, *, kills: int, duration: float, speed: float, seed: int
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    daemon = Daemon(config, web)
+    spec = load_config(config).to_spec()
+    clock = hall_clock(duration, speed, spec.day_reset_hour, spec.tz())
+    daemon = Daemon(config, web, env={CLOCK_ENV: clock})
     try:
         daemon.start()
         # The day's faults, at random moments in its first 85 %.
@@ -301,19 +359,15 @@ def run_soak(work: Path, *, kills: int, duration: float, speed: float, seed: int
         report.losses += len(missing)
         if missing:
             report.problems.append(f"{len(missing)} events never reached the subscriber")
-        issued = [e.data["number"] for e in log if e.type == "ticket.issued"]
-        report.tickets = len(issued)
-        dup = [n for n, k in Counter(issued).items() if k > 1]
-        if dup:
-            report.problems.append(f"tickets issued twice: {dup[:5]}")
+        check_tickets(log, report)
+        if report.day_ends < 1:
+            report.problems.append("no day end happened during the run")
         acked = int(report.sim.get("tickets", 0))
-        if acked > len(issued):  # a ticket the dispenser printed that the log does not hold
-            report.losses += acked - len(issued)
-            report.problems.append(f"{acked - len(issued)} dispensed tickets missing from the log")
-        ends = Counter(e.data["number"] for e in log if e.type in TERMINAL)
-        twice = [n for n, k in ends.items() if k > 1]
-        if twice:
-            report.problems.append(f"tickets ending twice: {twice[:5]}")
+        if acked > report.tickets:  # a ticket the dispenser printed that the log does not hold
+            report.losses += acked - report.tickets
+            report.problems.append(
+                f"{acked - report.tickets} dispensed tickets missing from the log"
+            )
         live = {s["service"]: s["waiting"] for s in queues.get("services", [])} if queues else {}
         if live != waiting:
             report.problems.append(f"/api/queues {live} != replayed log {waiting}")

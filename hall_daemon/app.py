@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from aiohttp import web
 
@@ -39,6 +42,23 @@ log = logging.getLogger(__name__)
 
 TICK_S = 15.0  # how often the clock is offered to the engine (day end, timeouts)
 HOUSEKEEPING_S = 3600.0
+CLOCK_ENV = "HALL_DAEMON_CLOCK"
+_CLOCK = re.compile(r"^(\d+(?:\.\d*)?)=(\S+)x(\d+(?:\.\d*)?)$")
+
+
+def warped_clock(value: str, tz: tzinfo) -> Callable[[], datetime]:
+    """`HALL_DAEMON_CLOCK=<unix time>=<ISO time>x<speed>`: the hall's clock read <ISO time>
+    at <unix time> and runs <speed> times as fast as real time since. For simulations and
+    soak tests (a compressed day that includes the day end), never for a real hall. Every
+    daemon process given the same value shares one continuous clock, across kill -9."""
+    m = _CLOCK.match(value.strip())
+    if m is None:
+        raise ValueError(f"{CLOCK_ENV}={value!r}: expected <unix time>=<ISO time>x<speed>")
+    anchor, speed = float(m[1]), float(m[3])
+    start = datetime.fromisoformat(m[2])
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=tz)
+    return lambda: (start + timedelta(seconds=(time.time() - anchor) * speed)).astimezone(tz)
 
 
 async def _every(period: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
@@ -59,11 +79,16 @@ class Daemon:
     def __init__(self, config: HallConfig) -> None:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        spec = config.to_spec()
+        warp = os.environ.get(CLOCK_ENV)
         self.hall = Hall(
-            config.to_spec(),
+            spec,
             Store(config.database_url()),
             snapshot_every=config.storage.snapshot_every,
+            clock=warped_clock(warp, spec.tz()) if warp else None,
         )
+        if warp:
+            log.warning("%s=%s: the hall runs on a simulated clock", CLOCK_ENV, warp)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.ports: PortManager | None = None

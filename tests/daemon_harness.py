@@ -46,8 +46,9 @@ def hall_daemon(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
 
 
 class Daemon:
-    def __init__(self, config: Path, web_port: int) -> None:
+    def __init__(self, config: Path, web_port: int, env: dict[str, str] | None = None) -> None:
         self.config, self.web_port = config, web_port
+        self.env = env or {}
         self.log = config.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -57,7 +58,7 @@ class Daemon:
                 [sys.executable, "-m", "hall_daemon", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

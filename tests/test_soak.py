@@ -21,7 +21,7 @@ __all__ = ["broker", "broker_factory"]  # fixtures
 pytestmark = pytest.mark.service
 
 
-def test_a_compressed_day_with_kills_outages_unplugs_garbage_and_fuzz_loses_nothing(
+def test_a_compressed_day_with_kills_outages_unplugs_garbage_fuzz_and_a_day_end_loses_nothing(
     tmp_path: Path,
 ) -> None:
     report = run_soak(tmp_path / "soak", kills=5, duration=60, speed=240, seed=10)
@@ -29,6 +29,8 @@ def test_a_compressed_day_with_kills_outages_unplugs_garbage_and_fuzz_loses_noth
     assert report.faults["kill"] == 5 and report.faults["broker_stop"] == 1
     assert report.faults["unplug"] == 2 and report.faults["garbage"] == 10
     assert report.tickets >= 20, report.figures()
+    # The reset hour passes mid-run: yesterday's tickets end once (day_end), numbers restart.
+    assert report.day_ends == 1, report.figures()
     assert report.losses == 0, report.figures()
     assert report.problems == [], report.figures()
 
