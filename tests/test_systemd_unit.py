@@ -57,6 +57,17 @@ def test_the_unit_asks_for_what_the_issue_requires() -> None:
     assert set(directives["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
 
 
+def test_the_memory_benchmark_runs_the_daemon_with_the_units_environment() -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from rss_bench import unit_environment
+
+    env = unit_environment(UNIT)
+    assert env["MALLOC_ARENA_MAX"] == "2"  # glibc: two malloc arenas, not one per thread
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
 def _install(destdir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(REPO / "scripts" / "install.sh")],
