@@ -74,7 +74,7 @@ class Hall:
         self.bus = Bus()
         self.snapshot_every = snapshot_every
         # The learned forecaster unless a test or a simulation brings its own.
-        self.forecaster: Forecaster = forecaster or make_forecaster(spec)
+        self.forecaster: Forecaster = forecaster or make_forecaster(spec, fit_in_background=True)
         self.engine = Engine(spec, forecaster=self.forecaster)
         self.warm_days = warm_days
         self._warm_task: asyncio.Task[None] | None = None
@@ -251,7 +251,8 @@ class Hall:
 
         def run() -> int:
             events = self.store.iter_events(since=since)
-            return fresh.warm(events, lambda: self._stopping, now - timedelta(days=3))
+            # Every day of it: each waited ticket is a training row for the trees.
+            return fresh.warm(events, lambda: self._stopping)
 
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="forecast-warm") as pool:

@@ -14,7 +14,13 @@ from hall_daemon import events as ev
 from hall_daemon.engine import Engine
 from hall_daemon.forecast import boost
 from hall_daemon.forecast.features import NAMES
-from hall_daemon.forecast.live import FIRST_DAYS_METHOD, METHOD, MIN_ROWS, HallForecaster
+from hall_daemon.forecast.live import (
+    FIRST_DAYS_METHOD,
+    METHOD,
+    MIN_ROWS,
+    HallForecaster,
+    History,
+)
 from hall_daemon.forecast.replay import infer_spec
 from hall_daemon.forecast.wait_model import train
 
@@ -102,3 +108,15 @@ def test_the_daemon_s_forecaster_fits_on_a_thread_and_keeps_answering() -> None:
     got = f(engine.state, "A", 0, now)
     assert got["method"] in (METHOD, "queue-length")
     assert 0 <= got["p10_s"] <= got["wait_s"] <= got["p90_s"]
+
+
+def test_the_training_history_keeps_the_latest_rows_in_order_in_a_fixed_buffer() -> None:
+    h = History(2, size=5)
+    before = h.x.nbytes + h.y.nbytes
+    for i in range(12):
+        h.add(np.array([i, -i]), float(i))
+    x, y = h.arrays()
+    assert len(h) == 5
+    assert y.tolist() == [7.0, 8.0, 9.0, 10.0, 11.0]
+    assert x[:, 0].tolist() == y.tolist()
+    assert h.x.nbytes + h.y.nbytes == before

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from datetime import datetime
 
 import numpy as np
@@ -56,6 +57,16 @@ NAMES = (
     "since_call",  # seconds since this service's last call
     "active_counters",  # counters that called anyone in the last 10 minutes: real staffing
     "active_for_service",  # of those, the ones that serve this service
+    "waiting_shared",  # tickets waiting in every service its counters take (each once)
+    "urgent_in_hall",  # priority tickets and appointments waiting anywhere
+    "hall_mean_elapsed",  # how long the people waiting in the hall have waited, on average
+    "hall_max_elapsed",
+    "recent_wait",  # mean wait of this service's tickets called in the last 10 minutes
+    "hall_recent_wait",  # the same over the whole hall
+    "hall_les",  # the wait of the last ticket called anywhere
+    "serving_longest",  # of its counters busy with someone, the longest time at it so far
+    "serving_shortest",
+    "paused_longest",  # of its paused counters, the longest pause so far
 )
 SLOT_S = 900  # the schedule's resolution: a quarter hour
 SLOTS = 96
@@ -115,12 +126,18 @@ class FeatureBook:
         self.all_waits = (0, 0.0)
         self.last10: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=10))
         self.les: dict[str, float] = {}
+        self.hall_les = math.nan
+        # (call time, wait) of first calls in the last 10 minutes, per service and hall-wide
+        self.recent: dict[str, deque[tuple[float, float]]] = defaultdict(deque)
+        self.hall_recent: deque[tuple[float, float]] = deque()
         self.calls: dict[str, deque[float]] = defaultdict(deque)  # call times, last 15 min
         self.hall_calls: deque[float] = deque()
         self.arrivals: dict[str, deque[float]] = defaultdict(deque)
         self.last_call: dict[str, float] = {}
         self.counter_calls: dict[int, float] = {}  # counter -> its last call
         self._called: dict[str, datetime] = {}  # number -> call time, for handling times
+        self._elapsed_key: tuple[object, ...] = ()
+        self._elapsed_value: dict[str, float] = {}
 
     # -- learning ------------------------------------------------------------------------
     def learn(self, e: StoredEvent, state: HallState) -> None:
@@ -158,6 +175,12 @@ class FeatureBook:
         self.all_waits = (n + 1, total + wait_s)
         self.last10[service].append(wait_s)
         self.les[service] = wait_s
+        self.hall_les = wait_s
+        called = issued_at.timestamp() + wait_s
+        for q in (self.recent[service], self.hall_recent):
+            q.append((called, wait_s))
+            while q and q[0][0] < called - 600:
+                q.popleft()
 
     @staticmethod
     def _push(q: deque[float], t: float) -> None:
@@ -181,12 +204,21 @@ class FeatureBook:
         active_here = sum(
             1 for c in active if c in state.counters and service in state.counters[c].services
         )
+        shared: set[str] = set()
+        serving: list[float] = []
+        pauses: list[float] = []
         for c in state.counters.values():
             if service not in c.services:
                 continue
+            shared.update(c.services)
             w = 1.0 / (1 + c.services.index(service))
             now_share += w * self.schedule.usually_open(c.id, now, 0.25)
             next_share += w * self.schedule.usually_open(c.id, now, 1.0)
+            since = t - c.since.timestamp() if c.since is not None else math.nan
+            if c.state == OPEN and c.current is not None:
+                serving.append(since)
+            elif c.state == PAUSED:
+                pauses.append(since)
             if c.state == OPEN:
                 weighted += w
                 count += 1
@@ -225,7 +257,32 @@ class FeatureBook:
             "since_call": min(t - last, 3600.0) if last is not None else math.nan,
             "active_counters": float(len(active)),
             "active_for_service": float(active_here),
+            "waiting_shared": float(sum(state.waiting(s) for s in shared if s in state.services)),
+            "urgent_in_hall": float(sum(len(q) for q in state.urgent_queue.values())),
+            "recent_wait": _mean_since(self.recent.get(service, ()), t - 600),
+            "hall_recent_wait": _mean_since(self.hall_recent, t - 600),
+            "hall_les": self.hall_les,
+            "serving_longest": max(serving, default=math.nan),
+            "serving_shortest": min(serving, default=math.nan),
+            "paused_longest": max(pauses, default=math.nan),
+            **self._elapsed(state, t),
         }
+
+    def _elapsed(self, state: HallState, t: float) -> dict[str, float]:
+        # A hall's waiting applicants are few hundred at most: one pass, cached per snapshot.
+        key = (id(state), len(state.tickets), state.order, t)
+        if self._elapsed_key != key:
+            waits = [
+                t - state.by_key[k].issued_at.timestamp()
+                for q in (*state.urgent_queue.values(), *state.normal_queue.values())
+                for k in q
+            ]
+            self._elapsed_value = {
+                "hall_mean_elapsed": sum(waits) / len(waits) if waits else 0.0,
+                "hall_max_elapsed": max(waits, default=0.0),
+            }
+            self._elapsed_key = key
+        return self._elapsed_value
 
     def rows(
         self,
@@ -265,6 +322,11 @@ class FeatureBook:
                 row[_HOL] = head_wait if ahead > 0 else 0.0
                 row[_QUEUE_LENGTH] = (ahead + 1) * base["handling_s"] / max(base["open_count"], 1.0)
         return out
+
+
+def _mean_since(q: Iterable[tuple[float, float]], since: float) -> float:
+    waits = [w for at, w in q if at >= since]
+    return sum(waits) / len(waits) if waits else math.nan
 
 
 _SIM, _SPREAD, _AT_ONCE, _AHEAD, _URGENT_AHEAD, _PRIORITY, _HOL, _QUEUE_LENGTH = (

@@ -18,8 +18,8 @@ on day one as soon as there is enough to learn from.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,11 +33,13 @@ from ..model import HallSpec
 from ..state import WAITING, HallState
 from .calibrate import ConformalInterval, LinearCalibration
 from .closed_form import Forecast, queue_length_forecast
-from .features import FeatureBook
+from .features import NAMES, FeatureBook
 from .learn import Learned
 from .outlook import build_outlook
 from .simulate import HORIZON_S, REPLICATIONS, simulate
 from .wait_model import WaitModel, train
+
+log = logging.getLogger(__name__)
 
 METHOD = "boosted-trees+monte-carlo+conformal"
 FIRST_DAYS_METHOD = "monte-carlo+conformal"  # until the trees have history to learn from
@@ -47,6 +49,7 @@ MIN_ROWS = 300  # waits needed before the trees are trusted over the calibrated 
 MAX_ROWS = 20000  # training rows kept (months of a busy hall): old habits fade
 CHOOSE_EVERY = 7  # days between re-checking whether the trees start from the simulation
 AT_ONCE_S = 60.0  # a ticket a free counter will take, predicted under this, is told 0
+AT_ONCE_TRUST = 0.8  # ... if the simulation's "a free counter takes it now" proved this right
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,34 @@ class Pending:
     by_trees: bool
     issued_at: datetime
     service: str
+
+
+class History:
+    """The training rows, oldest first, in one buffer allocated once: a hall that runs for
+    years holds the last `MAX_ROWS` waits in the same few MB on its first day and its
+    thousandth (float32 is plenty for seconds and counts)."""
+
+    def __init__(self, columns: int, size: int = MAX_ROWS) -> None:
+        self.x = np.zeros((size, columns), dtype=np.float32)
+        self.y = np.zeros(size, dtype=np.float32)
+        self.n = 0  # rows ever added
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.y))
+
+    def add(self, row: np.ndarray, wait_s: float) -> None:
+        i = self.n % len(self.y)
+        self.x[i], self.y[i] = row, wait_s
+        self.n += 1
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the rows and waits in time order, as float64 for the fit."""
+        size = len(self.y)
+        if self.n <= size:
+            return self.x[: self.n].astype(float), self.y[: self.n].astype(float)
+        start = self.n % size
+        order = np.r_[start:size, 0:start]
+        return self.x[order].astype(float), self.y[order].astype(float)
 
 
 def zero(method: str = METHOD) -> Forecast:
@@ -94,9 +125,13 @@ class HallForecaster:
         self.calibration = LinearCalibration()
         self.interval = ConformalInterval()  # of the calibrated simulation, for day one
         self.model: WaitModel | None = None
-        self.model_interval = ConformalInterval(0.1, 0.9)
-        self.rows: deque[tuple[np.ndarray, float]] = deque(maxlen=MAX_ROWS)
+        self.model_interval = ConformalInterval()
+        self.rows = History(len(NAMES))
         self._from_simulation: bool | None = None
+        # Of tickets the simulation said a free counter would take at once: decayed counts
+        # of all and of those really called within 30 s. A hall whose "open" counters are
+        # often busy off the log (a call centre's agents) teaches it not to say 0.
+        self._at_once = [0.0, 0.0]
         self._fits = 0
         self._fitted_at = 0  # rows seen when the last fit started
         self._seen = 0  # training rows ever added
@@ -144,7 +179,7 @@ class HallForecaster:
         """A ticket's first call: its wait teaches every stage."""
         self.learned.record_wait(p.service, p.issued_at, actual)
         self.book.first_wait(p.service, p.issued_at, actual)
-        self.rows.append((p.row, actual))
+        self.rows.add(p.row, actual)
         self._seen += 1
         if actual > 0.5:  # the interval is for tickets that had to wait
             if p.by_trees:
@@ -153,6 +188,9 @@ class HallForecaster:
                 self.interval.add(actual - self._point(p.raw), self._spread(p.raw))
         if p.raw is not None and not p.raw.at_once:
             self.calibration.add(p.raw.mean, actual)
+        if p.raw is not None and p.raw.at_once:
+            n, hits = self._at_once
+            self._at_once = [n * 0.99 + 1.0, hits * 0.99 + (actual <= 30.0)]
         if self.model is None and len(self.rows) >= MIN_ROWS * 2**self._fits:
             self._fit()  # day one: learn as soon as there is enough, then again as it doubles
 
@@ -160,8 +198,7 @@ class HallForecaster:
     def _fit(self) -> None:
         if self._defer_fits or self._fitting:
             return
-        x = np.array([r for r, _ in self.rows])
-        y = np.array([a for _, a in self.rows])
+        x, y = self.rows.arrays()  # copies: the fit may run while new rows arrive
         recheck = self._from_simulation is None or self._fits % CHOOSE_EVERY == 0
         way = None if recheck else self._from_simulation
         self._fits += 1
@@ -181,6 +218,11 @@ class HallForecaster:
         threading.Thread(target=work, name="forecast-fit", daemon=True).start()
 
     def _install(self, model: WaitModel) -> None:
+        log.info(
+            "forecast trees fitted on %d waits, %s",
+            len(self.rows),
+            "correcting the simulation" if model.from_simulation else "from the hall's features",
+        )
         self._from_simulation = model.from_simulation
         self.model = model  # one assignment: readers see the old model or the new one
         self._cache = {}  # rebound, not cleared: the loop may be reading the old one
@@ -246,7 +288,7 @@ class HallForecaster:
         self.model_interval = warmed.model_interval
         self.rows = warmed.rows
         self._from_simulation, self._fits = warmed._from_simulation, warmed._fits
-        self._seen = warmed._seen
+        self._seen, self._at_once = warmed._seen, warmed._at_once
         self._pending = {**warmed._pending, **self._pending}
         if warmed.model is not None:
             self._install(warmed.model)
@@ -298,20 +340,21 @@ class HallForecaster:
             rows = self.book.rows(state, now, targets, self._sim(raw))
             waits = model.predict(rows)
             q = self.model_interval.quantiles()
+            n, hits = self._at_once
+            trust = n >= 20 and hits / n >= AT_ONCE_TRUST
             result = {}
             for (code, number), wait in zip(targets, waits, strict=True):
                 name = number if number is not None else "*" + code
                 r = raw.get(name)
-                result[name] = self._tree_forecast(float(wait), r, q)
+                at_once = trust and r is not None and r.at_once and wait < AT_ONCE_S
+                result[name] = zero() if at_once else self._tree_forecast(float(wait), q)
         if len(self._cache) >= CACHE:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = result
         return result
 
     @staticmethod
-    def _tree_forecast(wait: float, raw: Raw | None, q: tuple[float, float] | None) -> Forecast:
-        if raw is not None and raw.at_once and wait < AT_ONCE_S:
-            return zero()
+    def _tree_forecast(wait: float, q: tuple[float, float] | None) -> Forecast:
         scale = max(wait, 60.0)
         lo_z, hi_z = q if q is not None else (-0.6, 0.9)  # wide until residuals are known
         lo, hi = max(wait + lo_z * scale, 0.0), wait + hi_z * scale

@@ -35,6 +35,9 @@ class WaitModel:
     from_simulation: bool
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        # Rounded as the training rows were stored (float32), so a value on a bin edge
+        # falls on the same side as in training.
+        x = np.asarray(x, dtype=np.float32).astype(float)
         start = simulation_start(x) if self.from_simulation else None
         out: np.ndarray = np.maximum(self.trees.predict(x, start), 0.0)
         return out
