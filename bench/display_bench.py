@@ -55,7 +55,6 @@ from aiohttp import web
 from drivers.bus68 import HOST_FUNCTIONS, Bus68Decoder, Frame, Function, Key, encode
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 COUNTERS = (4, 5, 6)  # they all serve C (daily limit 999): calls rotate among them
 WARMUP = 20
 TARGET_P99_MS = 50.0
@@ -477,28 +476,19 @@ SETUPS = {
 
 
 async def main(args: argparse.Namespace) -> None:
-    from playwright.async_api import async_playwright
+    sys.path.insert(0, str(REPO))  # the tests' Chromium launcher: one set of flags for both
+    from tests.chromium import CHROMIUM, chromium
 
     calls = 100 if args.quick else args.calls
     print(f"display bench: {calls} calls per set-up, {os.cpu_count()} cores, Chromium {CHROMIUM}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--no-first-run",
-                    "--disable-sync",
-                    # A TV's page is in front: no throttling of timers or frames.
-                    "--disable-background-timer-throttling",
-                    "--disable-renderer-backgrounding",
-                    "--disable-backgrounding-occluded-windows",
-                ],
-            )
+        # A TV's page is in front: no throttling of timers or frames.
+        async with chromium(
+            "--disable-background-timer-throttling",
+            "--disable-renderer-backgrounding",
+            "--disable-backgrounding-occluded-windows",
+        ) as browser:
             if args.profile:
                 await profile(browser, tmp, args.profile, min(calls, 30))
             else:
@@ -510,7 +500,6 @@ async def main(args: argparse.Namespace) -> None:
                     await run_setup(
                         browser, tmp, f"{n}. {title}", pages_n, raw_n, calls, keypad, args.gap
                     )
-            await browser.close()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from display import setup_display
 from hall_daemon import commands as c
@@ -29,13 +29,13 @@ from hall_daemon.config import load_config
 from hall_daemon.hall import Hall
 from hall_daemon.store import Store
 from hall_daemon.web import make_app
+from tests.chromium import PageWatch, chromium
 
 pytestmark = pytest.mark.service
 
 REPO = Path(__file__).resolve().parents[1]
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=TZ)  # a Friday morning; every service open
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("DISPLAY_SCREENSHOTS", REPO / "state" / "screenshots"))
 PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$")
 expect.set_options(timeout=5000)
@@ -96,89 +96,63 @@ async def login(page: Page, server: Server) -> None:
 
 async def test_admin_sees_calls_live_and_acts_through_the_page(server: Server) -> None:
     hall = server.hall
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.set_default_timeout(10_000)
-            page = await context.new_page()
-            errors: list[str] = []
-            foreign: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on(
-                "request",
-                lambda r: (
-                    None
-                    if r.url.startswith((server.url, "data:", "ws://127.0.0.1"))
-                    else foreign.append(r.url)
-                ),
-            )
-            await login(page, server)
+    async with chromium() as browser:
+        context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(10_000)
+        page = await context.new_page()
+        watch = PageWatch(page, server.url, "ws://127.0.0.1")
+        await login(page, server)
 
-            # A call made elsewhere (a keypad's NEXT) appears live, without a reload.
-            await hall.submit(c.TakeTicket(T0, "A", "tok-admin-browser-1"))
-            await hall.submit(c.TakeTicket(T0, "A", "tok-admin-browser-2"))
-            row1 = page.locator('#counters tr[data-counter="1"]')
-            await expect(row1.locator(".state [data-state]")).to_have_attribute(
-                "data-state", "closed"
-            )
-            await hall.submit(c.CallNext(T0, 1))
-            await expect(row1.locator(".ticket")).to_contain_text("A001")
-            await expect(row1.locator(".state [data-state]")).to_have_attribute(
-                "data-state", "open"
-            )
-            await expect(page.locator('#services tr[data-service="A"] .waiting')).to_have_text("1")
+        # A call made elsewhere (a keypad's NEXT) appears live, without a reload.
+        await hall.submit(c.TakeTicket(T0, "A", "tok-admin-browser-1"))
+        await hall.submit(c.TakeTicket(T0, "A", "tok-admin-browser-2"))
+        row1 = page.locator('#counters tr[data-counter="1"]')
+        await expect(row1.locator(".state [data-state]")).to_have_attribute("data-state", "closed")
+        await hall.submit(c.CallNext(T0, 1))
+        await expect(row1.locator(".ticket")).to_contain_text("A001")
+        await expect(row1.locator(".state [data-state]")).to_have_attribute("data-state", "open")
+        await expect(page.locator('#services tr[data-service="A"] .waiting')).to_have_text("1")
 
-            # Pause counter 1 from the page.
-            await row1.locator('button[data-action="counter.pause"]').click()
-            await expect(row1.locator(".state [data-state]")).to_have_attribute(
-                "data-state", "paused"
-            )
-            assert hall.state.counters[1].state == "paused"
-            assert server.events("counter.paused") == [{"counter": 1}]
+        # Pause counter 1 from the page.
+        await row1.locator('button[data-action="counter.pause"]').click()
+        await expect(row1.locator(".state [data-state]")).to_have_attribute("data-state", "paused")
+        assert hall.state.counters[1].state == "paused"
+        assert server.events("counter.paused") == [{"counter": 1}]
 
-            # Set the scrolling notice.
-            await page.fill("#notice-text", "今日16:00停止取号 No tickets after 16:00")
-            await page.click('#form-notice button[type="submit"]')
-            await expect(page.locator("#notice-current")).to_contain_text("今日16:00停止取号")
-            assert hall.state.notice == "今日16:00停止取号 No tickets after 16:00"
-            assert server.events("hall.notice_set") == [
-                {"text": "今日16:00停止取号 No tickets after 16:00"}
-            ]
+        # Set the scrolling notice.
+        await page.fill("#notice-text", "今日16:00停止取号 No tickets after 16:00")
+        await page.click('#form-notice button[type="submit"]')
+        await expect(page.locator("#notice-current")).to_contain_text("今日16:00停止取号")
+        assert hall.state.notice == "今日16:00停止取号 No tickets after 16:00"
+        assert server.events("hall.notice_set") == [
+            {"text": "今日16:00停止取号 No tickets after 16:00"}
+        ]
 
-            # Cancel the waiting ticket A002 from its row.
-            row2 = page.locator('#tickets tr[data-ticket="A002"]')
-            await row2.locator('button[data-action="ticket.cancel"]').click()
-            await expect(row2).to_have_count(0)
-            assert hall.state.tickets["A002"].state == "cancelled"
-            cancelled = server.events("ticket.cancelled")
-            assert cancelled == [{"number": "A002", "service": "A", "reason": "admin"}]
+        # Cancel the waiting ticket A002 from its row.
+        row2 = page.locator('#tickets tr[data-ticket="A002"]')
+        await row2.locator('button[data-action="ticket.cancel"]').click()
+        await expect(row2).to_have_count(0)
+        assert hall.state.tickets["A002"].state == "cancelled"
+        cancelled = server.events("ticket.cancelled")
+        assert cancelled == [{"number": "A002", "service": "A", "reason": "admin"}]
 
-            # Hand-issue a ticket, and move it to another service by number.
-            await page.select_option("#form-issue select", "A")
-            await page.click('#form-issue button[type="submit"]')
-            await expect(page.locator("#result")).to_contain_text("A003")
-            await page.fill("#form-ticket input[name=ticket]", "a003")
-            await page.select_option("#form-ticket select", "B")
-            await page.click('#form-ticket button[data-do="ticket.move"]')
-            await expect(page.locator('#tickets tr[data-ticket="A003"] td').nth(1)).to_have_text(
-                "B"
-            )
-            issued = server.events("ticket.issued")[-1]
-            assert issued["channel"] == "counter" and issued["number"] == "A003"
-            assert server.events("ticket.transferred")[-1] == {
-                "number": "A003",
-                "from": "A",
-                "to": "B",
-                "counter": None,
-            }
+        # Hand-issue a ticket, and move it to another service by number.
+        await page.select_option("#form-issue select", "A")
+        await page.click('#form-issue button[type="submit"]')
+        await expect(page.locator("#result")).to_contain_text("A003")
+        await page.fill("#form-ticket input[name=ticket]", "a003")
+        await page.select_option("#form-ticket select", "B")
+        await page.click('#form-ticket button[data-do="ticket.move"]')
+        await expect(page.locator('#tickets tr[data-ticket="A003"] td').nth(1)).to_have_text("B")
+        issued = server.events("ticket.issued")[-1]
+        assert issued["channel"] == "counter" and issued["number"] == "A003"
+        assert server.events("ticket.transferred")[-1] == {
+            "number": "A003",
+            "from": "A",
+            "to": "B",
+            "counter": None,
+        }
 
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SHOTS / "admin-status.png"), full_page=True)
-            assert errors == [], errors
-            assert foreign == [], foreign
-        finally:
-            await browser.close()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / "admin-status.png"), full_page=True)
+        watch.check()

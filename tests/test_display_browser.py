@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from display import Receipt, setup_display
 from display.server import DisplayHandle
@@ -35,6 +35,7 @@ from hall_daemon.config import HallConfig, OpeningHours, load_config
 from hall_daemon.hall import Hall
 from hall_daemon.store import Store
 from hall_daemon.web import make_app
+from tests.chromium import PageWatch, chromium
 
 pytestmark = [pytest.mark.service, pytest.mark.asyncio(loop_scope="module")]
 
@@ -42,7 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = load_config(REPO / "config.yaml")
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=TZ)  # a Friday morning; every service open
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("DISPLAY_SCREENSHOTS", REPO / "state" / "screenshots"))
 expect.set_options(timeout=5000)
 
@@ -110,20 +110,8 @@ class HallServer:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
+    async with chromium() as b:
         yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -133,23 +121,6 @@ async def server(tmp_path: Path) -> AsyncIterator[HallServer]:
     await s.start_web()
     yield s
     await s.stop()
-
-
-class PageWatch:
-    """Fails the test on a page's script error or on any request that leaves the daemon."""
-
-    def __init__(self, page: Page, base: str) -> None:
-        self.errors: list[str] = []
-        self.foreign: list[str] = []
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on(
-            "request",
-            lambda r: None if r.url.startswith((base, "data:")) else self.foreign.append(r.url),
-        )
-
-    def check(self) -> None:
-        assert self.errors == [], self.errors
-        assert self.foreign == [], f"pages must load nothing from outside: {self.foreign}"
 
 
 async def open_page(

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from drivers import bus68
 from drivers.bus68 import Key, KeyPress
 from drivers.link import LinkState
 from drivers.ports import PortManager, start_ports
 from hall_daemon import commands as c
+from tests.chromium import chromium
 from tests.test_display_browser import (
-    CHROMIUM,
     CONFIG,
     SHOTS,
     T0,
@@ -50,20 +50,8 @@ SERVICE_NUMBER = {s.code: n for n, s in enumerate(CONFIG.services, start=1)}  # 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
+    async with chromium() as b:
         yield b
-        await b.close()
 
 
 @dataclass

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from hall_daemon import commands as c
 from hall_daemon.model import DomainError
-from tests.test_display_browser import CHROMIUM, CONFIG, SHOTS, T0, HallServer, open_page
+from tests.chromium import chromium
+from tests.test_display_browser import CONFIG, SHOTS, T0, HallServer, open_page
 
 pytestmark = [pytest.mark.service, pytest.mark.asyncio(loop_scope="module")]
 
@@ -25,20 +26,8 @@ NOTICE = "今日下午14:00起暂停办理公积金业务，请前往社保医�
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
+    async with chromium() as b:
         yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -12,13 +12,13 @@ import aiohttp
 import pytest
 import zxingcpp
 from PIL import Image
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
+from tests.chromium import chromium
 from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
 
 pytestmark = pytest.mark.service
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$", re.M)
 QR = re.compile(rb"\x1d\(k(..)1P0", re.S)
 
@@ -68,11 +68,7 @@ async def test_a_tap_on_the_kiosk_issues_shows_and_prints_the_ticket(tmp_path: P
     receipts = tmp_path / "state" / "receipts.bin"
     daemon.start()
     try:
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+        async with chromium() as browser:
             context = await browser.new_context(
                 viewport={"width": 1280, "height": 1024}, locale="zh-CN", has_touch=True
             )
@@ -84,7 +80,6 @@ async def test_a_tap_on_the_kiosk_issues_shows_and_prints_the_ticket(tmp_path: P
             await expect(page.locator("#result-receipt")).to_have_attribute(
                 "data-state", "printed", timeout=10000
             )
-            await browser.close()
 
         data = receipts.read_bytes()
         assert b"B001" in data and "不动产登记".encode("gb18030") in data
