@@ -32,14 +32,15 @@ from broadcast.output import Output, PlayerOutput
 from broadcast.phrase import PhraseBuilder
 from broadcast.tts import Espeak
 from hall_daemon import commands as c
+from hall_daemon.admin.status import AdminHandles, status_view
 from hall_daemon.config import HallConfig, TimeRange, VolumeWindow, load_config
 from hall_daemon.hall import Hall
 from hall_daemon.store import Store
 
-pytestmark = [
-    pytest.mark.service,
-    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"),
-]
+pytestmark = pytest.mark.service
+
+# `make test` installs espeak-ng (scripts/setup.sh); without it these tests must fail, not skip.
+assert shutil.which("espeak-ng"), "espeak-ng is missing: run scripts/setup.sh (make test does)"
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = load_config(REPO / "config.yaml")
@@ -305,6 +306,13 @@ async def test_a_broken_player_is_reported_and_the_next_call_still_plays(
     assert "exited with status 1: cannot open audio device hw:0" in stats["last_error"]
     assert r.hall.state.devices["voice"][0] == "fault"
     assert device_events(r.hall)[-1][0] == "device.fault"
+    # What the admin's status page is sent: the voice row and the devices list say so.
+    page = status_view(
+        r.hall, AdminHandles(voice=r.voice), notice_default="", disk={}, loop_lag_s=0.0
+    )
+    assert page["voice"]["ok"] is False and page["voice"]["faults"] == 1
+    assert "cannot open audio device" in page["voice"]["last_error"]
+    assert any(d["device"] == "voice" and d["state"] == "fault" for d in page["devices"])
 
     (played / "broken").unlink()  # the speaker is plugged back in
     await r.call("A", 2)
