@@ -159,6 +159,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hall-daemon",
@@ -169,9 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the hall daemon", description="Run the hall daemon.")
-    run.add_argument(
-        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
-    )
+    _config_option(run)
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser(
@@ -191,9 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the event log as JSON lines",
         description="Write events as JSON lines in the MQTT contract's format, in seq order.",
     )
-    export.add_argument(
-        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
-    )
+    _config_option(export)
     export.add_argument(
         "--since", help="from `today`, a date or an ISO time (the hall's local time if no offset)"
     )
@@ -206,9 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="set the admin password",
         description="Set the admin page's password (only its scrypt hash is stored).",
     )
-    setpw.add_argument(
-        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
-    )
+    _config_option(setpw)
     setpw.add_argument(
         "--stdin", action="store_true", help="read the password from standard input's first line"
     )
@@ -241,9 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="play the hall's devices over their ports (demo, tests)",
         description="Play dispensers, keypads and evaluators over the same bytes real ones send.",
     )
-    sim.add_argument(
-        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file ({DEFAULT_CONFIG})"
-    )
+    _config_option(sim)
     from drivers.simulator import add_arguments
 
     add_arguments(sim, config=False)
