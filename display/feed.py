@@ -37,6 +37,7 @@ from .views import (
     kiosk_meta,
     kiosk_view,
     matches_scope,
+    screen_calls,
     screen_meta,
     screen_scope,
     screen_view,
@@ -117,6 +118,14 @@ class ScreenFeed(Feed):
     def view(self) -> JSON:
         h = self.hub.hall
         return screen_view(h.state, self.scope, h.forecaster, self.hub.calls, h.now())
+
+    def calls_first(self, flashes: list[JSON]) -> JSON | None:
+        """The call alone, before the forecasts are worked out: the page shows it at once
+        and gets the waiting figures in the next message."""
+        quick = screen_calls(self.hub.hall.state, self.scope, self.hub.calls)
+        old = self.last
+        self.last = {**(old or {}), **quick}
+        return self.message(old, self.last, flashes)
 
     def full(self, view: JSON | None) -> JSON:
         return {
@@ -277,6 +286,11 @@ class Hub:
         # last of them, rather than once per event (the state is already past them all).
         if self._sub is not None and not self._sub.queue.empty():
             return
+        if self._flashes:
+            # The call first, on its own: the forecasts below cost the simulation and the
+            # trees (milliseconds with hundreds waiting); the pages need not wait for them.
+            self.refresh_calls()
+            await asyncio.sleep(0)  # the pages' writers send it now
         self.refresh()
 
     async def _resync(self) -> None:
@@ -287,6 +301,16 @@ class Hub:
         for c in self._clients:
             c.resync = True
             c.wake.set()
+
+    def refresh_calls(self) -> None:
+        """Send the screens the pending calls (flash, newest call, counters) and nothing that
+        needs a forecast."""
+        flashes, self._flashes = self._flashes, []
+        for feed in self.screens.values():
+            if feed.clients:
+                message = feed.calls_first(flashes)
+                if message is not None:
+                    feed.broadcast(message)
 
     def refresh(self) -> None:
         """Recompute every followed view and send what changed (with any pending flashes)."""

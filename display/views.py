@@ -147,6 +147,14 @@ def screen_view(
 ) -> JSON:
     """The changing part of a screen. `calls[0]` is the newest call (the big banner), the
     rest are the recent-calls list."""
+    return {
+        "queues": {s: queue_entry(state, forecaster, s, now) for s in scope.services},
+        **screen_calls(state, scope, log),
+    }
+
+
+def screen_calls(state: HallState, scope: ScreenScope, log: CallLog) -> JSON:
+    """The part of a screen a call changes that needs no forecast: the calls and counters."""
     services, counters = set(scope.services), set(scope.counters)
     calls: list[JSON] = []
     for rec, t in log.entries(state):
@@ -155,7 +163,6 @@ def screen_view(
             if len(calls) > scope.recent_calls:
                 break
     return {
-        "queues": {s: queue_entry(state, forecaster, s, now) for s in scope.services},
         "counters": {str(c): counter_entry(state, c) for c in scope.counters},
         "calls": calls,
     }

@@ -173,13 +173,20 @@ async def test_a_screen_gets_its_full_state_then_one_small_patch_per_change(rig:
         assert full["now"] == round(T0.timestamp() * 1000) and full["utc_offset_min"] == 480
 
         await hall.submit(c.CallNext(T0, 1))
+        # The call on its own first (no forecast to wait for), then the waiting figures.
         raw = await ws.receive_str(timeout=5)
         patch = json.loads(raw)
         assert patch["t"] == "patch"
         assert patch["flash"] == [{"number": "A001", "service": "A", "counter": 1, "recall": False}]
+        assert patch["calls"][0]["number"] == "A001"
+        assert set(patch["counters"]) == {"1"}
+        assert "queues" not in patch
+        assert len(raw.encode()) < 1024
+        raw = await ws.receive_str(timeout=5)
+        patch = json.loads(raw)
         assert patch["queues"] == {"A": patch["queues"]["A"]}  # only the queue that changed
         assert patch["queues"]["A"]["waiting"] == 4
-        assert set(patch["counters"]) == {"1"}
+        assert set(patch) == {"t", "seq", "queues"}
         assert len(raw.encode()) < 1024
 
         await hall.submit(c.Recall(T0, 1))
@@ -194,8 +201,10 @@ async def test_a_screen_gets_its_full_state_then_one_small_patch_per_change(rig:
         await hall.submit(c.CallNext(T0, 2))
         patch = await ws.receive_json(timeout=5)
         assert patch["flash"][0]["number"] == "A002"
+        figures = await ws.receive_json(timeout=5)
+        assert figures["queues"]["A"]["waiting"] == 3
 
-        everything = json.dumps(full) + json.dumps(patch)
+        everything = json.dumps(full) + json.dumps(patch) + json.dumps(figures)
         assert not any(t in everything for t in tokens)
 
         rig.display.set_notice("新的公告")
