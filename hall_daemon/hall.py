@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 256
+WARM_ROW_DAYS = 7  # days of history the forecaster's trees are trained on at start
 
 
 class HallUnavailable(DomainError):
@@ -251,8 +252,11 @@ class Hall:
 
         def run() -> int:
             events = self.store.iter_events(since=since)
-            # Every day of it: each waited ticket is a training row for the trees.
-            return fresh.warm(events, lambda: self._stopping)
+            # The figures from every day; training rows for the trees (a simulation per
+            # ticket, the costly part) from the last week: thousands of waits, minutes of CPU
+            # at most for a busy hall, not the quarter hour 28 days would take.
+            rows_since = now - timedelta(days=min(self.warm_days, WARM_ROW_DAYS))
+            return fresh.warm(events, lambda: self._stopping, rows_since)
 
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="forecast-warm") as pool:

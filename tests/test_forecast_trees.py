@@ -120,3 +120,20 @@ def test_the_training_history_keeps_the_latest_rows_in_order_in_a_fixed_buffer()
     assert y.tolist() == [7.0, 8.0, 9.0, 10.0, 11.0]
     assert x[:, 0].tolist() == y.tolist()
     assert h.x.nbytes + h.y.nbytes == before
+
+
+def test_warming_trains_on_the_last_days_and_learns_waits_from_all() -> None:
+    log = synthhall.generate(days=3, seed=7, scale=0.5)
+    spec = infer_spec(log)
+    days = sorted({e.at.date() for e in log})
+    since = next(e.at for e in log if e.at.date() == days[-1])
+    f = HallForecaster(spec)
+    f.warm(log, calibrate_since=since)
+    waited_last_day = sum(
+        1
+        for e in log
+        if e.type == ev.TICKET_CALLED and e.at >= since and e.data.get("recall") is None
+    )
+    assert 0 < len(f.rows) <= waited_last_day  # rows only from the last day
+    waits_seen = sum(n for n, _ in f.book.hour_waits.values())
+    assert waits_seen > 2 * len(f.rows)  # but every day's waits taught the wait columns

@@ -66,7 +66,7 @@ class Pending:
     """A ticket issued and not called yet: what was seen and said when it was issued."""
 
     raw: Raw | None
-    row: np.ndarray
+    row: np.ndarray | None  # None: issued before the rows the trees are trained on
     predicted: float
     by_trees: bool
     issued_at: datetime
@@ -151,8 +151,11 @@ class HallForecaster:
         self.learned.learn(event, state)
         self.book.learn(event, state)
         d = event.data
-        if event.type == ev.TICKET_ISSUED and self._calibrating:
-            self._remember(state, d["number"], d["service"], event.at)
+        if event.type == ev.TICKET_ISSUED:
+            if self._calibrating:
+                self._remember(state, d["number"], d["service"], event.at)
+            else:  # older history: its waits still count, without a simulation or a row
+                self._pending[d["number"]] = Pending(None, None, 0.0, False, event.at, d["service"])
         elif event.type == ev.TICKET_CALLED:
             got = self._pending.pop(d["number"], None)
             if got is not None:
@@ -179,6 +182,8 @@ class HallForecaster:
         """A ticket's first call: its wait teaches every stage."""
         self.learned.record_wait(p.service, p.issued_at, actual)
         self.book.first_wait(p.service, p.issued_at, actual)
+        if p.row is None:
+            return
         self.rows.add(p.row, actual)
         self._seen += 1
         if actual > 0.5:  # the interval is for tickets that had to wait
