@@ -155,4 +155,17 @@ async def test_admin_sees_calls_live_and_acts_through_the_page(server: Server) -
 
         SHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SHOTS / "admin-status.png"), full_page=True)
+
+        # The outlook (错峰): a table per service, today and the next six days, in minutes.
+        await page.click('nav a[href="/admin/outlook"]')
+        await expect(page.locator("#outlook-status")).to_have_attribute("data-state", "ready")
+        services = list(hall.state.services)
+        tables = page.locator("#outlook .outlook-service")
+        await expect(tables).to_have_count(len(services))
+        first = page.locator(f'#outlook .outlook-service[data-service="{services[0]}"]')
+        await expect(first.locator("tbody tr")).to_have_count(7)
+        now_cell = first.locator("tbody tr").first.locator("td[data-wait]").first
+        live = hall.forecaster(hall.state, services[0], hall.state.waiting(services[0]), hall.now())
+        assert await now_cell.get_attribute("data-wait") == str(live["wait_s"])
+        await page.screenshot(path=str(SHOTS / "admin-outlook.png"), full_page=True)
         watch.check()

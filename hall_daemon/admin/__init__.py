@@ -30,6 +30,7 @@ from ..web import LOOP_KEY
 from .actions import Actions
 from .guard import SESSION_KEY, Guard
 from .metrics import CONTENT_TYPE, EventCounter, render_metrics
+from .outlook_routes import add_outlook_routes
 from .pages import STATIC, STATIC_PREFIX, NavLink, bi, esc, render, template
 from .sessions import Session
 from .stats_routes import add_stats_routes
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 DEFAULT_NAV = (
     NavLink("/admin/", "状态", "Status"),
     NavLink("/admin/stats", "效率统计", "Statistics"),
+    NavLink("/admin/outlook", "错峰", "Outlook"),
     NavLink("/admin/receipts/sample.png", "小票样张", "Receipt sample"),
 )
 
@@ -153,6 +155,7 @@ def setup_admin(
     app.middlewares.append(guard.middleware)
     _Routes(handle).add(app)
     add_stats_routes(app, hall)
+    add_outlook_routes(app, hall)
 
     async def start(_app: web.Application) -> None:
         await guard.start()
