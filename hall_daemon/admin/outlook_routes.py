@@ -16,7 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from ..hall import Hall
-from .pages import STATIC, STATIC_PREFIX, bi, render, template
+from .pages import STATIC, STATIC_PREFIX, bi, template
+from .stats_routes import hall_page
 
 HALL_KEY = web.AppKey("outlook_hall", Hall)
 
@@ -39,19 +40,13 @@ async def outlook_json(request: web.Request) -> web.Response:
 
 async def outlook_page(request: web.Request) -> web.Response:
     content = template("outlook.html").substitute(title=bi("错峰办理", "When to come"))
-    title = "错峰 Outlook"
-    from . import ADMIN_KEY  # the package imports this module: resolve at request time
-
-    admin = request.app.get(ADMIN_KEY)
-    if admin is not None:
-        return admin.page(
-            request,
-            title=f"{title} · {admin.config.hall.name}",
-            content=content,
-            active="/admin/outlook",
-            scripts=("outlook.js",),
-        )
-    return render(title=title, content=content, scripts=("outlook.js",))
+    return hall_page(
+        request,
+        title="错峰 Outlook",
+        content=content,
+        active="/admin/outlook",
+        scripts=("outlook.js",),
+    )
 
 
 def add_outlook_routes(app: web.Application, hall: Hall) -> None:

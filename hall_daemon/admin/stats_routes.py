@@ -400,7 +400,27 @@ async def stats_page(request: web.Request) -> web.Response:
         max_days=MAX_RANGE_DAYS,
         title=bi("效率统计", "Efficiency statistics"),
     )
-    title = "效率统计 Statistics"
+    return hall_page(
+        request,
+        title="效率统计 Statistics",
+        content=content,
+        active="/admin/stats",
+        scripts=("stats.js",),
+        styles=("stats.css",),
+    )
+
+
+def hall_page(
+    request: web.Request,
+    *,
+    title: str,
+    content: str,
+    active: str,
+    scripts: tuple[str, ...] = (),
+    styles: tuple[str, ...] = (),
+) -> web.Response:
+    """A page in the admin layout (with its bar and the hall's name) when the admin is set
+    up, else in the bare layout (tests that mount only these routes)."""
     from . import ADMIN_KEY  # the package imports this module: resolve at request time
 
     admin = request.app.get(ADMIN_KEY)
@@ -409,11 +429,11 @@ async def stats_page(request: web.Request) -> web.Response:
             request,
             title=f"{title} · {admin.config.hall.name}",
             content=content,
-            active="/admin/stats",
-            scripts=("stats.js",),
-            styles=("stats.css",),
+            active=active,
+            scripts=scripts,
+            styles=styles,
         )
-    return render(title=title, content=content, scripts=("stats.js",), styles=("stats.css",))
+    return render(title=title, content=content, scripts=scripts, styles=styles)
 
 
 def add_stats_routes(app: web.Application, hall: Hall) -> StatsService:
