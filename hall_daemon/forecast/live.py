@@ -133,8 +133,6 @@ class HallForecaster:
         # often busy off the log (a call centre's agents) teaches it not to say 0.
         self._at_once = [0.0, 0.0]
         self._fits = 0
-        self._fitted_at = 0  # rows seen when the last fit started
-        self._seen = 0  # training rows ever added
         self._fitting = False
         self._defer_fits = False  # while warming: one fit at the end
         self._pending: dict[str, Pending] = {}
@@ -185,7 +183,6 @@ class HallForecaster:
         if p.row is None:
             return
         self.rows.add(p.row, actual)
-        self._seen += 1
         if actual > 0.5:  # the interval is for tickets that had to wait
             if p.by_trees:
                 self.model_interval.add(actual - p.predicted, max(p.predicted, 60.0))
@@ -207,7 +204,6 @@ class HallForecaster:
         recheck = self._from_simulation is None or self._fits % CHOOSE_EVERY == 0
         way = None if recheck else self._from_simulation
         self._fits += 1
-        self._fitted_at = self._seen
         if not self.fit_in_background:
             self._install(train(x, y, way))
             return
@@ -293,7 +289,7 @@ class HallForecaster:
         self.model_interval = warmed.model_interval
         self.rows = warmed.rows
         self._from_simulation, self._fits = warmed._from_simulation, warmed._fits
-        self._seen, self._at_once = warmed._seen, warmed._at_once
+        self._at_once = warmed._at_once
         self._pending = {**warmed._pending, **self._pending}
         if warmed.model is not None:
             self._install(warmed.model)
