@@ -30,6 +30,7 @@ from hall_daemon import commands as c
 from hall_daemon import events as ev
 from hall_daemon.engine import Engine
 from hall_daemon.events import StoredEvent
+from hall_daemon.forecast.replay import write_log
 from hall_daemon.model import CounterSpec, DomainError, HallSpec, ServiceSpec
 from hall_daemon.state import CALLED, OPEN, PAUSED, SERVING, WAITING
 
@@ -266,22 +267,13 @@ def convert(path: Path = SOURCE) -> tuple[HallSpec, list[StoredEvent], Counter[s
     return spec, conv.log, conv.skipped
 
 
-def write(log: list[StoredEvent], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in log:
-            f.write(ev.dumps(e) + "\n")
-    tmp.replace(path)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source", type=Path, default=SOURCE)
     p.add_argument("--out", type=Path, default=Path("bench/out/bank.jsonl"))
     a = p.parse_args()
     spec, log, skipped = convert(a.source)
-    write(log, a.out)
+    write_log(log, a.out)
     tickets = sum(1 for e in log if e.type == ev.TICKET_ISSUED)
     print(f"{a.out}: {len(log)} events, {tickets} tickets, {len(spec.counters)} counters")
     for why, n in skipped.most_common():

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bankdata, synthhall
 from hall_daemon.forecast.evaluate import evaluate_file, report, save_csv
+from hall_daemon.forecast.replay import write_log
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -58,10 +59,10 @@ def make(ds: Dataset, fresh: bool) -> None:
         return
     started = time.perf_counter()
     if ds is SYNTH:
-        synthhall.write(synthhall.generate(days=25, seed=1), ds.log)
+        write_log(synthhall.generate(days=25, seed=1), ds.log)
     else:
         _, log, skipped = bankdata.convert()
-        bankdata.write(log, ds.log)
+        write_log(log, ds.log)
         for why, n in skipped.most_common():
             print(f"  bank conversion skipped {n}: {why}")
     print(f"made {ds.log} in {time.perf_counter() - started:.1f} s")

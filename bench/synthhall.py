@@ -31,6 +31,7 @@ from hall_daemon import commands as c
 from hall_daemon import events as ev
 from hall_daemon.engine import Engine
 from hall_daemon.events import Event, StoredEvent
+from hall_daemon.forecast.replay import write_log
 from hall_daemon.model import CounterSpec, HallSpec, ServiceSpec
 
 TZ = "Asia/Shanghai"
@@ -218,15 +219,6 @@ def generate(
     return hall.log
 
 
-def write(log: list[StoredEvent], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in log:
-            f.write(ev.dumps(e) + "\n")
-    tmp.replace(path)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--days", type=int, default=25, help="weekdays to simulate (25)")
@@ -235,7 +227,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/out/synthhall.jsonl"))
     a = p.parse_args()
     log = generate(a.days, a.seed, a.scale)
-    write(log, a.out)
+    write_log(log, a.out)
     tickets = sum(1 for e in log if e.type == ev.TICKET_ISSUED)
     print(f"{a.out}: {len(log)} events, {tickets} tickets over {a.days} weekdays")
 

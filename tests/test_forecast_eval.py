@@ -18,6 +18,7 @@ from hall_daemon import events as ev
 from hall_daemon.cli import main
 from hall_daemon.engine import Engine
 from hall_daemon.events import StoredEvent
+from hall_daemon.forecast import replay as replay_module
 from hall_daemon.forecast.baselines import (
     Baseline,
     HeadOfLine,
@@ -77,7 +78,7 @@ def small_synth_log(days: int = 3) -> list[StoredEvent]:
 
 
 def write_log(path: Path, log: list[StoredEvent]) -> Path:
-    path.write_text("".join(ev.dumps(e) + "\n" for e in log), encoding="utf-8")
+    replay_module.write_log(log, path)
     return path
 
 

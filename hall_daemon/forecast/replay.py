@@ -58,6 +58,18 @@ def read_log(path: str | Path) -> list[LoggedEvent]:
     return out
 
 
+def write_log(events: Iterable[StoredEvent], path: str | Path) -> None:
+    """The events as the JSON lines `read_log` reads (and `events export` writes), written to
+    a temporary file first so a reader never sees half a log."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for e in events:
+            f.write(ev.dumps(e) + "\n")
+    tmp.replace(path)
+
+
 def _zone_for(at: datetime) -> str:
     """A zone name for a log that carries only UTC offsets (whole hours; else UTC)."""
     offset = at.utcoffset() or timedelta()
