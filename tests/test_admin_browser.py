@@ -8,10 +8,8 @@ an event in the store.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -19,16 +17,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from playwright.async_api import Page, expect
 
-from display import setup_display
 from hall_daemon import commands as c
-from hall_daemon.admin import setup_admin
-from hall_daemon.config import load_config
 from hall_daemon.hall import Hall
-from hall_daemon.store import Store
-from hall_daemon.web import make_app
+from tests.admin_harness import admin_hall
 from tests.chromium import PageWatch, chromium
 
 pytestmark = pytest.mark.service
@@ -37,14 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=TZ)  # a Friday morning; every service open
 SHOTS = Path(os.environ.get("DISPLAY_SCREENSHOTS", REPO / "state" / "screenshots"))
-PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$")
 expect.set_options(timeout=5000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -61,25 +47,8 @@ class Server:
 
 @pytest_asyncio.fixture
 async def server(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Server]:
-    caplog.set_level(logging.INFO)
-    config = load_config(REPO / "config.yaml").model_copy(update={"state_dir": tmp_path})
-    hall = Hall(config.to_spec(), Store(Store.sqlite_url(tmp_path / "hall.db")), clock=lambda: T0)
-    await hall.start()
-    app = make_app(hall)
-    setup_display(app, hall, config)
-    setup_admin(app, hall, config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    found = [PASSWORD_LINE.search(r.getMessage()) for r in caplog.records]
-    passwords = [m.group(1) for m in found if m]
-    assert len(passwords) == 1, "the first start logs the password exactly once"
-    try:
-        yield Server(hall, port, passwords[0])
-    finally:
-        await runner.cleanup()
-        await hall.stop()
+    async with admin_hall(tmp_path, caplog, lambda: T0) as (hall, port, password):
+        yield Server(hall, port, password)
 
 
 async def login(page: Page, server: Server) -> None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import os
 import re
-import socket
 from collections.abc import AsyncIterator
 from datetime import date, datetime
 from pathlib import Path
@@ -22,16 +20,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from playwright.async_api import Locator, Page, expect
 
-from display import setup_display
 from hall_daemon import commands as c
-from hall_daemon.admin import setup_admin
-from hall_daemon.config import load_config
 from hall_daemon.hall import Hall
-from hall_daemon.store import Store
-from hall_daemon.web import make_app
+from tests.admin_harness import admin_hall
 from tests.chromium import PageWatch, chromium
 
 pytestmark = pytest.mark.service
@@ -41,19 +34,12 @@ TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 11, 27)  # a Friday
 WEEK_AGO = date(2026, 11, 20)
 SHOTS = Path(os.environ.get("DISPLAY_SCREENSHOTS", REPO / "state" / "screenshots"))
-PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$")
 expect.set_options(timeout=10_000)
 
 
 def at(day: date, clock: str) -> datetime:
     h, m, *s = (int(x) for x in clock.split(":"))
     return datetime(day.year, day.month, day.day, h, m, s[0] if s else 0, tzinfo=TZ)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -93,29 +79,10 @@ async def play(hall: Hall, clock: list[datetime]) -> None:
 
 @pytest_asyncio.fixture
 async def server(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Server]:
-    caplog.set_level(logging.INFO)
-    config = load_config(REPO / "config.yaml").model_copy(update={"state_dir": tmp_path})
     clock = [at(WEEK_AGO, "08:00")]
-    hall = Hall(
-        config.to_spec(), Store(Store.sqlite_url(tmp_path / "hall.db")), clock=lambda: clock[0]
-    )
-    await hall.start()
-    app = make_app(hall)
-    setup_display(app, hall, config)
-    setup_admin(app, hall, config)  # adds the statistics routes behind the login
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    found = [PASSWORD_LINE.search(r.getMessage()) for r in caplog.records]
-    passwords = [m.group(1) for m in found if m]
-    assert len(passwords) == 1, "the first start logs the password exactly once"
-    try:
+    async with admin_hall(tmp_path, caplog, lambda: clock[0]) as (hall, port, password):
         await play(hall, clock)
-        yield Server(f"http://127.0.0.1:{port}", passwords[0])
-    finally:
-        await runner.cleanup()
-        await hall.stop()
+        yield Server(f"http://127.0.0.1:{port}", password)
 
 
 async def login_to_stats(page: Page, server: Server) -> None:
