@@ -486,13 +486,20 @@ def test_sqlite_file_uses_wal_and_full_sync(tmp_path: Path) -> None:
         with s.engine.connect() as conn:
             pragmas = {
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                for name in (
+                    "journal_mode",
+                    "synchronous",
+                    "foreign_keys",
+                    "busy_timeout",
+                    "cache_size",
+                )
             }
         assert pragmas == {
             "journal_mode": "wal",
             "synchronous": 2,  # FULL
             "foreign_keys": 1,
             "busy_timeout": 5000,
+            "cache_size": -512,  # KiB: bounded, so the daemon does not grow with the file
         }
     finally:
         s.close()
