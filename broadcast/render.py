@@ -32,7 +32,7 @@ from .voicepack import VoicePack
 
 log = logging.getLogger(__name__)
 
-Piece = tuple[str, bytes]  # (an id for the volume cache, PCM)
+Piece = tuple[str, bytes]  # (where it came from: a clip's key, "chime", "sentence"; PCM)
 
 
 def sentence_text(sentence: Sequence[Clip]) -> str:
@@ -64,15 +64,11 @@ class Renderer:
         self.tts = tts or Espeak()
         self.pack = pack
         self._chime: Piece = ("chime", pack.chime if pack and pack.chime else chime())
-        # Volume-scaled copies of clips: scaling in Python costs a few ms a clip, so it is
-        # done once per clip and volume (the hall has only a few volume settings).
-        self._scaled: dict[tuple[str, int], bytes] = {}
         self.synthesized = 0  # espeak-ng runs: clips, and whole sentences of cold calls
 
     def set_pack(self, pack: VoicePack | None) -> None:
         self.pack = pack
         self._chime = ("chime", pack.chime if pack and pack.chime else chime())
-        self._scaled.clear()
 
     def _key(self, clip: Clip) -> str:
         return f"{self.tts.name(self.voices[clip.lang])}|{clip.tts}"
@@ -91,10 +87,10 @@ class Renderer:
                 found[key] = clip
         return list(found.values())
 
-    def prepare(self, clips: Iterable[Clip], volumes: Iterable[int] = ()) -> int:
+    def prepare(self, clips: Iterable[Clip]) -> int:
         """Make sure every clip can be said without waiting: synthesize those that neither
-        the voice pack nor the cache holds (several espeak-ng processes at once), and scale
-        them for the given volumes. Returns how many were synthesized; raises TtsError."""
+        the voice pack nor the cache holds (several espeak-ng processes at once). Returns how
+        many were synthesized; raises TtsError."""
         clips = list(clips)
         todo = self.missing(clips)
         if todo:
@@ -102,11 +98,6 @@ class Renderer:
             for clip, pcm in zip(todo, pcms, strict=True):
                 self.cache.put(self._key(clip), pcm)
             self.synthesized += len(todo)
-        for percent in volumes:
-            self.scaled(self._chime, percent)
-            for clip in clips:
-                for piece in self.pieces(clip):
-                    self.scaled(piece, percent)
         return len(todo)
 
     def pieces(self, clip: Clip) -> list[Piece]:
@@ -122,17 +113,9 @@ class Renderer:
             self.synthesized += 1
         return [(key, pcm)]
 
-    def scaled(self, piece: Piece, percent: int, keep: bool = True) -> bytes:
-        if percent == 100:
-            return piece[1]
-        found = self._scaled.get((piece[0], percent))
-        if found is None:
-            found = scale(piece[1], percent / 100)
-            if keep:
-                if len(self._scaled) > 20000:  # many volumes or a huge vocabulary: afresh
-                    self._scaled.clear()
-                self._scaled[(piece[0], percent)] = found
-        return found
+    @staticmethod
+    def scaled(piece: Piece, percent: int) -> bytes:
+        return piece[1] if percent == 100 else scale(piece[1], percent / 100)
 
     def render(self, announcement: Announcement, percent: int = 100) -> bytes:
         """The whole announcement as PCM: chime, then the sentences, `repeat` times.
@@ -145,7 +128,7 @@ class Renderer:
         if cold:
             texts = [(self.voices[sentences[i][0].lang], sentence_text(sentences[i])) for i in cold]
             for i, pcm in zip(cold, self.tts.synthesize(texts), strict=True):
-                whole[i] = self.scaled(("sentence", pcm), percent, keep=False)
+                whole[i] = self.scaled(("sentence", pcm), percent)
             self.synthesized += len(cold)
         said: list[bytes] = []
         for i, sentence in enumerate(sentences):

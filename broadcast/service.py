@@ -111,7 +111,6 @@ class VoiceHandle:
         self._prewarm = prewarm
         self._started_consuming = False
         self._warm: list[Clip] = self.builder.vocabulary() if prewarm else []
-        self._volumes = sorted({100, *(w.percent for w in self.voice.volume)} - {0})
         self._playing: _Job | None = None
         self._stopping = False
         self._reports: set[asyncio.Task[None]] = set()
@@ -130,7 +129,6 @@ class VoiceHandle:
         (SIGHUP); clips for new wording are rendered on first use."""
         self.voice = config.voice
         self.builder = PhraseBuilder(config)
-        self._volumes = sorted({100, *(w.percent for w in self.voice.volume)} - {0})
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -221,7 +219,8 @@ class VoiceHandle:
             "last_error": self.last_error,
             "warm": self._started_consuming and not self._warm,
             "cache": {
-                "clips": len(self.cache),
+                "clips": len(self.cache),  # in memory
+                "memory_kib": self.cache.held_bytes // 1024,
                 "hits": self.cache.hits,
                 "disk_hits": self.cache.disk_hits,
                 "misses": self.cache.misses,
@@ -268,7 +267,6 @@ class VoiceHandle:
 
     def _clear(self, disk: bool) -> None:
         self.cache.clear(disk)
-        self.renderer.set_pack(self.renderer.pack)  # also drops the volume-scaled copies
 
     # -- the loop side -------------------------------------------------------------------
     async def _on_event(self, event: StoredEvent) -> None:
@@ -421,15 +419,16 @@ class VoiceHandle:
     async def _warm_step(self) -> None:
         batch, self._warm = self._warm[:WARM_BATCH], self._warm[WARM_BATCH:]
         try:
-            await self._in_worker(self.renderer.prepare, batch, self._volumes)
+            await self._in_worker(self.renderer.prepare, batch)
         except TtsError as exc:
             # Every call will fail the same way and report it; warming further is futile.
             log.warning("voice: cannot prepare clips: %s", exc)
             self._warm = []
         if not self._warm:
             log.info(
-                "voice: ready; %d clips cached, %d synthesized",
+                "voice: ready; %d clips in memory (%d KiB, the rest on disk), %d synthesized",
                 len(self.cache),
+                self.cache.held_bytes // 1024,
                 self.renderer.synthesized,
             )
 

@@ -111,13 +111,19 @@ class Espeak:
 class ClipCache:
     """Synthesized clips by key: the most recent in memory, all of them on disk.
 
+    Memory holds at most `memory_bytes` of PCM (the least recently said go first): a hall's
+    whole vocabulary is several MB, a read from the disk cache (in the OS page cache after
+    the first call) costs tens of microseconds, and the daemon runs for years on small
+    machines. Without a directory everything stays in memory: there is nowhere else.
+
     Used from the voice worker thread only; the lock covers the statistics that the status
     page reads from the event loop.
     """
 
-    def __init__(self, directory: Path | None, capacity: int = 2000) -> None:
+    def __init__(self, directory: Path | None, memory_bytes: int = 1 << 20) -> None:
         self.directory = directory
-        self.capacity = capacity
+        self.memory_bytes = memory_bytes
+        self._held = 0
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -167,17 +173,27 @@ class ClipCache:
             log.warning("voice: cannot write clip cache %s: %s", path, exc)
 
     def _remember(self, key: str, pcm: bytes) -> None:
+        old = self._memory.pop(key, None)
+        self._held += len(pcm) - (len(old) if old is not None else 0)
         self._memory[key] = pcm
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.capacity:
-            self._memory.popitem(last=False)
+        if self.directory is None:
+            return
+        while self._held > self.memory_bytes and len(self._memory) > 1:
+            _, dropped = self._memory.popitem(last=False)
+            self._held -= len(dropped)
 
     def clear(self, disk: bool = False) -> None:
         """Forget the clips (memory; and on disk if `disk`), e.g. after a voice change."""
         self._memory.clear()
+        self._held = 0
         if disk and self.directory is not None and self.directory.is_dir():
             for path in self.directory.glob("*.wav"):
                 path.unlink(missing_ok=True)
 
     def __len__(self) -> int:
+        """Clips held in memory (the disk holds every clip ever made)."""
         return len(self._memory)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held

@@ -13,6 +13,7 @@ from broadcast.phrase import EN_DIGITS, PhraseBuilder, en_key, en_number
 from broadcast.pinyin import PINYIN, to_pinyin, unknown_hanzi, zh_number
 from broadcast.render import sentence_text
 from broadcast.service import _within
+from broadcast.tts import ClipCache
 from broadcast.voicepack import VoicePack, default_vocabulary
 from hall_daemon.config import HallConfig, TimeRange, VoiceTemplates, load_config
 
@@ -215,6 +216,33 @@ def test_volume_scales_the_samples() -> None:
     pcm = struct.pack("<3h", 10000, -20000, 30000)
     assert audio.samples(audio.scale(pcm, 0.5)).tolist() == [5000, -10000, 15000]
     assert audio.samples(audio.scale(pcm, 2.0)).tolist() == [20000, -32768, 32767]
+
+
+def test_volume_truncates_toward_zero_and_ignores_a_dangling_byte() -> None:
+    pcm = struct.pack("<4h", 3, -3, 7, -7) + b"\x01"
+    assert audio.samples(audio.scale(pcm, 0.5)).tolist() == [1, -1, 3, -3]
+
+
+def test_the_clip_cache_keeps_a_bounded_share_in_memory_and_the_rest_on_disk(
+    tmp_path: Path,
+) -> None:
+    cache = ClipCache(tmp_path / "clips", memory_bytes=3000)
+    clips = {f"clip{i}": bytes([i]) * 1000 for i in range(6)}
+    for key, pcm in clips.items():
+        cache.put(key, pcm)
+    assert len(cache) == 3 and cache.held_bytes == 3000  # the three most recent
+    for key, pcm in clips.items():  # every clip is still said as it was made
+        assert cache.get(key) == pcm
+    assert cache.disk_hits >= 3 and cache.misses == 0
+    assert cache.held_bytes <= 3000
+
+
+def test_without_a_directory_the_clip_cache_keeps_everything() -> None:
+    cache = ClipCache(None, memory_bytes=1000)
+    for i in range(5):
+        cache.put(f"clip{i}", bytes([i]) * 1000)
+    assert len(cache) == 5
+    assert cache.get("clip0") == bytes([0]) * 1000
 
 
 def test_the_chime_is_a_second_of_sound() -> None:
