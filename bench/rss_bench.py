@@ -15,8 +15,10 @@ and keep reconnecting, as with unplugged devices.
 The child prints its RSS at the end of each day's traffic ("close") and after the next
 morning's day end ("day end": tickets cancelled, counters closed, state of the day
 dropped). Target: ≤ 80 MB (80,000,000 bytes = 78,125 KiB) after a day, no growth from day
-to day. --objects makes the child print which kinds of Python objects grew in number
-from one day end to the next (tracemalloc slows the daemon too much on two cores).
+to day. --objects makes the child print, at each point, where the RSS is (anonymous and
+file pages, malloc's bytes in use and free, SQLite's own allocations, the connection pool)
+and which kinds of Python objects grew in number from one day end to the next (tracemalloc
+slows the daemon too much on two cores).
 """
 
 from __future__ import annotations
@@ -104,6 +106,47 @@ def rss_kib() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def detail() -> str:
+    """Where the RSS is: anonymous vs file pages, malloc's in-use vs free, SQLite's own."""
+    import ctypes
+
+    with open("/proc/self/smaps_rollup") as f:
+        roll = dict(line.split(":", 1) for line in f if ":" in line and "-" not in line[:12])
+    kib = {k: int(v.split()[0]) for k, v in roll.items() if v.strip().endswith("kB")}
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (n, ctypes.c_size_t)
+            for n in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    m = libc.mallinfo2()
+    try:
+        lite = ctypes.CDLL("libsqlite3.so.0")
+        lite.sqlite3_memory_used.restype = ctypes.c_int64
+        sqlite_kib = lite.sqlite3_memory_used() // 1024
+    except OSError:
+        sqlite_kib = -1
+    return (
+        f"anon {kib.get('Anonymous', 0)} file {kib.get('Rss', 0) - kib.get('Anonymous', 0)} "
+        f"malloc-used {m.uordblks // 1024} malloc-free {m.fordblks // 1024} "
+        f"mmapped {m.hblkhd // 1024} sqlite {sqlite_kib} KiB"
+    )
+
+
 async def child(config_path: Path, trace: bool) -> None:
     import logging
     from collections import Counter
@@ -146,6 +189,9 @@ async def child(config_path: Path, trace: bool) -> None:
             await asyncio.sleep(2.0)
             seq = daemon.hall.store.last_seq()
             print(f"{kind.upper()} {payload} {rss_kib()} {seq}", flush=True)
+            if trace:
+                pool = daemon.hall.store.engine.pool.status()
+                print(f"DETAIL {kind} {payload}: {detail()}; {pool}", flush=True)
             if trace and kind == "dayend":  # what is left over from one day to the next
                 import gc
 
