@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# Test modules load the display harness as a plugin (its fixtures) and import its names too;
+# registered here, before either, so its asserts are rewritten like a test module's.
+pytest.register_assert_rewrite("tests.display_harness")
+
 # -- PostgreSQL ---------------------------------------------------------------------------
 # A throwaway database per test on the local server (trust auth, user postgres). If the
 # server is down the fixture tries to start it once, and fails loudly if it still does not

@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
 from drivers import bus68
@@ -24,8 +23,7 @@ from drivers.bus68 import Key, KeyPress
 from drivers.link import LinkState
 from drivers.ports import PortManager, start_ports
 from hall_daemon import commands as c
-from tests.chromium import chromium
-from tests.test_display_browser import (
+from tests.display_harness import (
     CONFIG,
     SHOTS,
     T0,
@@ -44,14 +42,9 @@ from tests.test_serial_link import (
 )
 
 pytestmark = [pytest.mark.service, pytest.mark.asyncio(loop_scope="module")]
+pytest_plugins = ["tests.display_harness"]  # the browser and server fixtures
 
 SERVICE_NUMBER = {s.code: n for n, s in enumerate(CONFIG.services, start=1)}  # A=1, B=2, C=3
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 @dataclass

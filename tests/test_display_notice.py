@@ -7,36 +7,17 @@ daemon shows it again. An empty notice falls back to config.yaml's `hall.notice`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
 from hall_daemon import commands as c
 from hall_daemon.model import DomainError
-from tests.chromium import chromium
-from tests.test_display_browser import CONFIG, SHOTS, T0, HallServer, open_page
+from tests.display_harness import CONFIG, SHOTS, T0, HallServer, open_page
 
 pytestmark = [pytest.mark.service, pytest.mark.asyncio(loop_scope="module")]
+pytest_plugins = ["tests.display_harness"]  # the browser and server fixtures
 
 NOTICE = "今日下午14:00起暂停办理公积金业务，请前往社保医保窗口咨询。Housing fund: closed at 14:00."
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def server(tmp_path: Path) -> AsyncIterator[HallServer]:
-    s = HallServer(tmp_path / "hall.db")
-    await s.start_hall()
-    await s.start_web()
-    yield s
-    await s.stop()
 
 
 async def same_document(page: Page) -> bool:
