@@ -35,6 +35,32 @@ def write_config(tmp: Path, *, web_port: int, **replace: str) -> Path:
     return path
 
 
+def simulated_hall_config(tmp: Path, broker_port: int) -> tuple[Path, int]:
+    """config.yaml whose serial ports are TCP ports on free numbers (where `hall-daemon
+    simulate` serves its devices), with the given broker; and the daemon's web port."""
+    web, dispenser, bus = free_port(), free_port(), free_port()
+    config = write_config(
+        tmp,
+        web_port=web,
+        **{
+            r"127\.0\.0\.1:7001": f"127.0.0.1:{dispenser}",
+            r"127\.0\.0\.1:7002": f"127.0.0.1:{bus}",
+            r"(?m)^  port: 1883": f"  port: {broker_port}",
+        },
+    )
+    return config, web
+
+
+def start_simulator(config: Path, *args: str) -> subprocess.Popen[str]:
+    """`hall-daemon simulate --json` for `config`'s devices; its report is on stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hall_daemon", "simulate", "-c", str(config), *args, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def hall_daemon(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hall_daemon", *args],

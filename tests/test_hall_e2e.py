@@ -9,15 +9,13 @@ holds every event in order and the same live queues as the hall.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from hall_daemon.events import loads
-from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
+from tests.daemon_harness import Daemon, hall_daemon, simulated_hall_config, start_simulator
 from tests.mqtt_broker import Broker, Contract, broker, broker_factory, recording
 
 __all__ = ["broker", "broker_factory"]  # fixtures
@@ -28,26 +26,11 @@ pytestmark = pytest.mark.service
 def test_simulated_devices_run_a_hall_through_the_real_daemon(
     tmp_path: Path, broker: Broker
 ) -> None:
-    web, dispenser, bus = free_port(), free_port(), free_port()
-    config = write_config(
-        tmp_path,
-        web_port=web,
-        **{
-            r"127\.0\.0\.1:7001": f"127.0.0.1:{dispenser}",
-            r"127\.0\.0\.1:7002": f"127.0.0.1:{bus}",
-            r"(?m)^  port: 1883": f"  port: {broker.port}",
-        },
-    )
+    config, web = simulated_hall_config(tmp_path, broker.port)
     subscriber = recording(broker.port, ["hall/demo-hall/#"])
     rec = subscriber.__enter__()
-    sim = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "hall_daemon", "simulate", "-c", str(config)),
-            *("--speed", "240", "--start", "08:30", "--seed", "3", "--duration", "25", "--json"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    sim = start_simulator(
+        config, *("--speed", "240", "--start", "08:30", "--seed", "3", "--duration", "25")
     )
     daemon = Daemon(config, web)
     try:

@@ -4,8 +4,6 @@ in the middle of traffic."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from bench.soak import run_soak
 from hall_daemon.events import loads
-from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
+from tests.daemon_harness import Daemon, hall_daemon, simulated_hall_config, start_simulator
 from tests.mqtt_broker import Broker, broker, broker_factory, recording
 
 __all__ = ["broker", "broker_factory"]  # fixtures
@@ -38,26 +36,11 @@ def test_a_compressed_day_with_kills_outages_unplugs_garbage_fuzz_and_a_day_end_
 def test_sigterm_in_the_middle_of_traffic_exits_cleanly_and_keeps_every_ticket(
     tmp_path: Path, broker: Broker
 ) -> None:
-    web, dispenser, bus = free_port(), free_port(), free_port()
-    config = write_config(
-        tmp_path,
-        web_port=web,
-        **{
-            r"127\.0\.0\.1:7001": f"127.0.0.1:{dispenser}",
-            r"127\.0\.0\.1:7002": f"127.0.0.1:{bus}",
-            r"(?m)^  port: 1883": f"  port: {broker.port}",
-        },
-    )
+    config, web = simulated_hall_config(tmp_path, broker.port)
     with recording(broker.port, ["hall/demo-hall/status"]) as rec:
-        sim = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "hall_daemon", "simulate", "-c", str(config)),
-                *("--speed", "600", "--peak-per-hour", "400", "--seed", "4"),
-                *("--duration", "20", "--json"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        sim = start_simulator(
+            config,
+            *("--speed", "600", "--peak-per-hour", "400", "--seed", "4", "--duration", "20"),
         )
         daemon = Daemon(config, web)
         try:
