@@ -1,18 +1,22 @@
-"""Unit tests of what the trees newly see: the running figures and callers leaving the line."""
+"""Unit tests of what the trees newly see: the running figures, callers leaving the line,
+and the number of trees chosen on the time-ordered holdout."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from hall_daemon import commands as c
 from hall_daemon import events as ev
 from hall_daemon.engine import Engine
 from hall_daemon.events import StoredEvent
+from hall_daemon.forecast import boost
 from hall_daemon.forecast.features import NAMES, FeatureBook
 from hall_daemon.forecast.recent import Average, Window, share
+from hall_daemon.forecast.wait_model import MAX_TREES, MIN_TREES, Choice, choose, train
 from hall_daemon.model import CounterSpec, HallSpec, ServiceSpec
 
 pytestmark = pytest.mark.unit
@@ -36,6 +40,26 @@ def test_an_average_weighs_the_latest_most() -> None:
     assert a.value == pytest.approx(20.0)  # (0 * 0.5 + 30) / (0.5 + 1)
     assert Average(1.0).value != Average(1.0).value  # NaN: nothing seen
     assert share(1, 3) == 0.25 and math.isnan(share(0, 0))
+
+
+def test_staged_predictions_end_at_the_full_model() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.random((600, 3))
+    y = 100 * x[:, 0] + rng.normal(0, 5, 600)
+    model = boost.fit(x, y, trees=40, depth=3, rate=0.1)
+    staged = model.staged(x[:50])
+    assert staged.shape == (40, 50)
+    assert np.allclose(staged[-1], model.predict(x[:50]))
+
+
+def test_the_holdout_chooses_a_number_of_trees_within_bounds() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.random((1500, len(NAMES)))
+    y = 600 * x[:, 3] + rng.normal(0, 30, 1500)
+    choice = choose(x, y)
+    assert MIN_TREES <= choice.trees <= MAX_TREES
+    model = train(x, y, Choice(False, 60))  # told: no choosing, that size
+    assert model.trees.feature.shape[0] == 60 and not model.from_simulation
 
 
 def _hall() -> HallSpec:

@@ -41,12 +41,21 @@ class Trees:
     def predict(self, x: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
         """Predictions for the rows of `x` (same columns as the training data), starting
         from `init` if the model was fitted from one."""
-        xb = self.bin(x)
-        n = xb.shape[0]
-        t = self.feature.shape[0]
+        n = np.atleast_2d(x).shape[0]
         start = self.base + (0.0 if init is None else np.asarray(init, dtype=float))
-        if t == 0 or n == 0:
-            return np.broadcast_to(start, (n,)).astype(float)
+        out: np.ndarray = start + self._leaves(x).sum(axis=0)
+        return np.broadcast_to(out, (n,)).astype(float)
+
+    def staged(self, x: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+        """Row k: the predictions of the first k + 1 trees (to choose how many to keep)."""
+        start = self.base + (0.0 if init is None else np.asarray(init, dtype=float))
+        out: np.ndarray = start + np.cumsum(self._leaves(x), axis=0)
+        return out
+
+    def _leaves(self, x: np.ndarray) -> np.ndarray:
+        """Trees x rows: the value of the leaf each row reaches in each tree."""
+        xb = self.bin(x)
+        t, n = self.feature.shape[0], xb.shape[0]
         trees = np.arange(t)[:, None]
         rows = np.arange(n)[None, :]
         node = np.zeros((t, n), dtype=np.int64)
@@ -55,8 +64,8 @@ class Trees:
             inner = f >= 0
             right = xb[rows, np.where(inner, f, 0)] > self.threshold[trees, node]
             node = np.where(inner, 2 * node + 1 + right, node)
-        out: np.ndarray = start + self.value[trees, node].sum(axis=0)
-        return out
+        leaves: np.ndarray = self.value[trees, node]
+        return leaves
 
 
 def _bin(x: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
