@@ -26,7 +26,7 @@ def test_a_window_forgets_what_is_older_than_its_span() -> None:
     w = Window(60)
     for t, v in ((0, 10.0), (30, 20.0), (100, 40.0)):
         w.add(t, v)
-    assert [v for _, v in w.items] == [40.0]  # 0 and 30 are over 60 s before 100
+    assert list(w.values) == [40.0]  # 0 and 30 are over 60 s before 100
     w.add(110, 60.0)
     assert w.count(105) == 1 and w.mean(0) == 50.0
     assert math.isnan(w.mean(200))

@@ -7,27 +7,35 @@ lunch), so besides long-run means the features need what the last minutes said.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
+from itertools import islice
 
 
 class Window:
-    """(time, value) pairs of the last `span_s` seconds, oldest first."""
+    """Values of the last `span_s` seconds, oldest first. Times come in order (events are
+    learned in order), so "since" is a binary search, not a scan: the features ask a
+    window several times per service and snapshot."""
 
     def __init__(self, span_s: float) -> None:
         self.span_s = span_s
-        self.items: deque[tuple[float, float]] = deque()
+        self.times: deque[float] = deque()
+        self.values: deque[float] = deque()
 
     def add(self, t: float, value: float = 0.0) -> None:
-        self.items.append((t, value))
-        while self.items and self.items[0][0] < t - self.span_s:
-            self.items.popleft()
+        self.times.append(t)
+        self.values.append(value)
+        while self.times[0] < t - self.span_s:
+            self.times.popleft()
+            self.values.popleft()
 
     def count(self, since: float) -> int:
-        return sum(1 for at, _ in self.items if at >= since)
+        return len(self.times) - bisect_left(self.times, since)
 
     def mean(self, since: float) -> float:
-        values = [v for at, v in self.items if at >= since]
-        return sum(values) / len(values) if values else math.nan
+        first = bisect_left(self.times, since)
+        n = len(self.values) - first
+        return sum(islice(self.values, first, None)) / n if n else math.nan
 
 
 class Average:
