@@ -4,8 +4,10 @@ For each target (a waiting ticket, or a ticket taken now in a service): the snap
 simulation's answer, the queue ahead of it, the counters that serve its service (open,
 paused, busy, and how many the hall usually has open over the next hour, learned per
 counter and quarter hour: the lunch schedule), the hour and weekday, the pace of the last
-minutes (calls and arrivals), and the classic predictors (hour-of-day mean, last 10 waits,
-LES, HOL, queue length). Everything is learned from events already committed, in O(1) per
+minutes (calls and arrivals), the classic predictors (hour-of-day mean, last 10 waits,
+LES, HOL, queue length), how many lately left the line unserved and after how long, how
+long the tickets ahead have waited so far, and the waits of the last minutes, of today and
+of the last few tickets. Everything is learned from events already committed, in O(1) per
 event; nothing looks ahead.
 
 Most columns belong to the service, so they are computed once per service and shared by
