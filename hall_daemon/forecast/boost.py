@@ -58,8 +58,8 @@ class Trees:
         (t, nodes), (n, nf) = self.feature.shape, xb.shape
         # Flat indices and `take` throughout: several times faster than 2-D fancy indexing
         # for the few hundred trees and rows of one snapshot.
-        first = (np.arange(t) * nodes)[:, None]  # each tree's node 0 in the flat arrays
-        row = (np.arange(n) * nf)[None, :]  # each row's feature 0 in the flat bins
+        first = (np.arange(t, dtype=np.int32) * nodes)[:, None]  # each tree's node 0, flat
+        row = (np.arange(n, dtype=np.int32) * nf)[None, :]  # each row's feature 0, flat
         feature, threshold, bins = self.feature.ravel(), self.threshold.ravel(), xb.ravel()
         at = np.broadcast_to(first, (t, n)).copy()  # flat node of each (tree, row)
         for _ in range(self.depth):
@@ -115,8 +115,9 @@ def fit(
     start = np.zeros(n) if init is None else np.asarray(init, dtype=float)
     base = float(np.average(y - start, weights=w)) if n else 0.0
     nodes = 2 ** (depth + 1) - 1
-    feature = np.full((trees, nodes), -1, dtype=np.int64)
-    threshold = np.zeros((trees, nodes), dtype=np.int64)
+    # int32 like the bins: prediction walks these arrays for every tree and row
+    feature = np.full((trees, nodes), -1, dtype=np.int32)
+    threshold = np.zeros((trees, nodes), dtype=np.int32)
     value = np.zeros((trees, nodes))
     pred = start + base
     for k in range(trees):
