@@ -41,22 +41,34 @@ class Trees:
     def predict(self, x: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
         """Predictions for the rows of `x` (same columns as the training data), starting
         from `init` if the model was fitted from one."""
-        xb = self.bin(x)
-        n = xb.shape[0]
-        t = self.feature.shape[0]
+        n = np.atleast_2d(x).shape[0]
         start = self.base + (0.0 if init is None else np.asarray(init, dtype=float))
-        if t == 0 or n == 0:
-            return np.broadcast_to(start, (n,)).astype(float)
-        trees = np.arange(t)[:, None]
-        rows = np.arange(n)[None, :]
-        node = np.zeros((t, n), dtype=np.int64)
-        for _ in range(self.depth):
-            f = self.feature[trees, node]
-            inner = f >= 0
-            right = xb[rows, np.where(inner, f, 0)] > self.threshold[trees, node]
-            node = np.where(inner, 2 * node + 1 + right, node)
-        out: np.ndarray = start + self.value[trees, node].sum(axis=0)
+        out: np.ndarray = start + self._leaves(x).sum(axis=0)
+        return np.broadcast_to(out, (n,)).astype(float)
+
+    def staged(self, x: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+        """Row k: the predictions of the first k + 1 trees (to choose how many to keep)."""
+        start = self.base + (0.0 if init is None else np.asarray(init, dtype=float))
+        out: np.ndarray = start + np.cumsum(self._leaves(x), axis=0)
         return out
+
+    def _leaves(self, x: np.ndarray) -> np.ndarray:
+        """Trees x rows: the value of the leaf each row reaches in each tree."""
+        xb = self.bin(x)
+        (t, nodes), (n, nf) = self.feature.shape, xb.shape
+        # Flat indices and `take` throughout: several times faster than 2-D fancy indexing
+        # for the few hundred trees and rows of one snapshot.
+        first = (np.arange(t, dtype=np.int32) * nodes)[:, None]  # each tree's node 0, flat
+        row = (np.arange(n, dtype=np.int32) * nf)[None, :]  # each row's feature 0, flat
+        feature, threshold, bins = self.feature.ravel(), self.threshold.ravel(), xb.ravel()
+        at = np.broadcast_to(first, (t, n)).copy()  # flat node of each (tree, row)
+        for _ in range(self.depth):
+            f = feature.take(at)
+            inner = f >= 0
+            right = bins.take(row + np.maximum(f, 0)) > threshold.take(at)
+            at = np.where(inner, 2 * at - first + 1 + right, at)
+        leaves: np.ndarray = self.value.ravel().take(at)
+        return leaves
 
 
 def _bin(x: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
@@ -103,8 +115,9 @@ def fit(
     start = np.zeros(n) if init is None else np.asarray(init, dtype=float)
     base = float(np.average(y - start, weights=w)) if n else 0.0
     nodes = 2 ** (depth + 1) - 1
-    feature = np.full((trees, nodes), -1, dtype=np.int64)
-    threshold = np.zeros((trees, nodes), dtype=np.int64)
+    # int32 like the bins: prediction walks these arrays for every tree and row
+    feature = np.full((trees, nodes), -1, dtype=np.int32)
+    threshold = np.zeros((trees, nodes), dtype=np.int32)
     value = np.zeros((trees, nodes))
     pred = start + base
     for k in range(trees):

@@ -4,8 +4,10 @@ For each target (a waiting ticket, or a ticket taken now in a service): the snap
 simulation's answer, the queue ahead of it, the counters that serve its service (open,
 paused, busy, and how many the hall usually has open over the next hour, learned per
 counter and quarter hour: the lunch schedule), the hour and weekday, the pace of the last
-minutes (calls and arrivals), and the classic predictors (hour-of-day mean, last 10 waits,
-LES, HOL, queue length). Everything is learned from events already committed, in O(1) per
+minutes (calls and arrivals), the classic predictors (hour-of-day mean, last 10 waits,
+LES, HOL, queue length), how many lately left the line unserved and after how long, how
+long the tickets ahead have waited so far, and the waits of the last minutes, of today and
+of the last few tickets. Everything is learned from events already committed, in O(1) per
 event; nothing looks ahead.
 
 Most columns belong to the service, so they are computed once per service and shared by
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict, deque
-from collections.abc import Iterable
 from datetime import datetime
 
 import numpy as np
@@ -25,6 +26,7 @@ from .. import events as ev
 from ..events import StoredEvent
 from ..model import HallSpec
 from ..state import OPEN, PAUSED, HallState
+from .recent import Average, Window, share
 
 NAMES = (
     "sim",  # the simulation's mean wait
@@ -67,6 +69,27 @@ NAMES = (
     "serving_longest",  # of its counters busy with someone, the longest time at it so far
     "serving_shortest",
     "paused_longest",  # of its paused counters, the longest pause so far
+    # Of this service's tickets that stopped waiting lately, the share that left unserved
+    # (callers hanging up): where many leave, the line ahead melts faster than it is served.
+    "left_share_15min",
+    "left_share_30min",
+    "left_share_60min",
+    "hall_left_share_30min",
+    "left_waited_30min",  # how long those who left had waited: the callers' patience
+    "left_30min",
+    "ahead_staying",  # ahead × (1 − left share): the tickets ahead likely still to be served
+    "ahead_mean_elapsed",  # how long the tickets ahead have waited so far
+    "service_max_elapsed",  # the same over every waiting ticket of the service
+    "service_mean_elapsed",
+    # The waits themselves at several memories: the last few, today, the last half hour.
+    "wait_avg10",  # exponentially weighted over about the last 10 of this service
+    "wait_avg3",
+    "hall_wait_avg20",
+    "today_wait",
+    "hall_today_wait",
+    "wait_30min",  # this service's tickets called in the last 30 minutes
+    "hall_wait_30min",
+    "wait_60min",
 )
 SLOT_S = 900  # the schedule's resolution: a quarter hour
 SLOTS = 96
@@ -127,11 +150,20 @@ class FeatureBook:
         self.last10: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=10))
         self.les: dict[str, float] = {}
         self.hall_les = math.nan
-        # (call time, wait) of first calls in the last 10 minutes, per service and hall-wide
-        self.recent: dict[str, deque[tuple[float, float]]] = defaultdict(deque)
-        self.hall_recent: deque[tuple[float, float]] = deque()
-        self.calls: dict[str, deque[float]] = defaultdict(deque)  # call times, last 15 min
-        self.hall_calls: deque[float] = deque()
+        # (call time, wait) of first calls in the last hour, per service and hall-wide
+        self.recent: dict[str, Window] = defaultdict(lambda: Window(3600))
+        self.hall_recent = Window(1800)
+        self.average: dict[str, tuple[Average, Average]] = defaultdict(
+            lambda: (Average(0.9), Average(0.7))
+        )
+        self.hall_average = Average(0.95)
+        self.today: dict[str, Average] = defaultdict(lambda: Average(1.0))  # plain means
+        self.hall_today = Average(1.0)
+        self.calls: dict[str, Window] = defaultdict(lambda: Window(3600))  # call times
+        self.hall_calls = Window(1800)
+        # (time, how long it had waited) of tickets that left the line unserved
+        self.left: dict[str, Window] = defaultdict(lambda: Window(3600))
+        self.hall_left = Window(1800)
         self.arrivals: dict[str, deque[float]] = defaultdict(deque)
         self.last_call: dict[str, float] = {}
         self.counter_calls: dict[int, float] = {}  # counter -> its last call
@@ -148,8 +180,8 @@ class FeatureBook:
             self._push(self.arrivals[d["service"]], t)
         elif e.type == ev.TICKET_CALLED:
             s = d["service"]
-            self._push(self.calls[s], t)
-            self._push(self.hall_calls, t)
+            self.calls[s].add(t)
+            self.hall_calls.add(t)
             self.last_call[s] = t
             if isinstance(d.get("counter"), int):
                 self.counter_calls[d["counter"]] = t
@@ -163,8 +195,23 @@ class FeatureBook:
                 self.handled[d["service"]] = (w * 0.995 + 1.0, total * 0.995 + took)
         elif e.type in (ev.TICKET_NO_SHOW, ev.TICKET_CANCELLED, ev.TICKET_TRANSFERRED):
             self._called.pop(d["number"], None)
+            if e.type == ev.TICKET_CANCELLED:
+                self._left(e, state)
         elif e.type == "hall.day_started":
             self._called.clear()
+            self.today.clear()
+            self.hall_today = Average(1.0)
+
+    def _left(self, e: StoredEvent, state: HallState) -> None:
+        """A ticket left the line while waiting (not at a counter, not swept at day end)."""
+        d = e.data
+        ticket = state.tickets.get(d["number"])
+        if "counter" in d or d.get("reason") == "day_end" or ticket is None:
+            return
+        t = e.at.timestamp()
+        waited = t - ticket.issued_at.timestamp()
+        self.left[d["service"]].add(t, waited)
+        self.hall_left.add(t, waited)
 
     def first_wait(self, service: str, issued_at: datetime, wait_s: float) -> None:
         """A ticket's first call: what it waited, for the wait-based columns."""
@@ -177,10 +224,11 @@ class FeatureBook:
         self.les[service] = wait_s
         self.hall_les = wait_s
         called = issued_at.timestamp() + wait_s
-        for q in (self.recent[service], self.hall_recent):
-            q.append((called, wait_s))
-            while q and q[0][0] < called - 600:
-                q.popleft()
+        self.recent[service].add(called, wait_s)
+        self.hall_recent.add(called, wait_s)
+        for average in (*self.average[service], self.hall_average, self.today[service]):
+            average.add(wait_s)
+        self.hall_today.add(wait_s)
 
     @staticmethod
     def _push(q: deque[float], t: float) -> None:
@@ -230,7 +278,10 @@ class FeatureBook:
         hour_mean = total / n if n else (self.all_waits[1] / max(self.all_waits[0], 1))
         recent = self.last10.get(service)
         last = self.last_call.get(service)
-        calls = self.calls.get(service, ())
+        calls = self.calls[service]
+        left = self.left[service]
+        waits = self.recent[service]
+        average, average3 = self.average[service]
         return {
             "open": weighted,
             "open_count": count,
@@ -251,20 +302,37 @@ class FeatureBook:
             "hour_mean_wait": hour_mean,
             "last10_wait": sum(recent) / len(recent) if recent else math.nan,
             "les": self.les.get(service, math.nan),
-            "calls_5min": float(sum(1 for x in calls if x >= t - 300)),
-            "hall_calls_15min": float(sum(1 for x in self.hall_calls if x >= t - 900)),
+            "calls_5min": float(calls.count(t - 300)),
+            "hall_calls_15min": float(self.hall_calls.count(t - 900)),
             "arrivals_15min": float(sum(1 for x in self.arrivals.get(service, ()) if x >= t - 900)),
             "since_call": min(t - last, 3600.0) if last is not None else math.nan,
             "active_counters": float(len(active)),
             "active_for_service": float(active_here),
             "waiting_shared": float(sum(state.waiting(s) for s in shared if s in state.services)),
             "urgent_in_hall": float(sum(len(q) for q in state.urgent_queue.values())),
-            "recent_wait": _mean_since(self.recent.get(service, ()), t - 600),
-            "hall_recent_wait": _mean_since(self.hall_recent, t - 600),
+            "recent_wait": waits.mean(t - 600),
+            "hall_recent_wait": self.hall_recent.mean(t - 600),
             "hall_les": self.hall_les,
             "serving_longest": max(serving, default=math.nan),
             "serving_shortest": min(serving, default=math.nan),
             "paused_longest": max(pauses, default=math.nan),
+            **{
+                f"left_share_{span // 60}min": share(left.count(t - span), calls.count(t - span))
+                for span in (900, 1800, 3600)
+            },
+            "hall_left_share_30min": share(
+                self.hall_left.count(t - 1800), self.hall_calls.count(t - 1800)
+            ),
+            "left_waited_30min": left.mean(t - 1800),
+            "left_30min": float(left.count(t - 1800)),
+            "wait_avg10": average.value,
+            "wait_avg3": average3.value,
+            "hall_wait_avg20": self.hall_average.value,
+            "today_wait": self.today[service].value,
+            "hall_today_wait": self.hall_today.value,
+            "wait_30min": waits.mean(t - 1800),
+            "hall_wait_30min": self.hall_recent.mean(t - 1800),
+            "wait_60min": waits.mean(t - 3600),
             **self._elapsed(state, t),
         }
 
@@ -306,6 +374,12 @@ class FeatureBook:
             line += [state.by_key[k] for k in state.normal_queue[service]]
             place = {x.number: k for k, x in enumerate(line)}
             head_wait = max(t_now - line[0].issued_at.timestamp(), 0.0) if line else 0.0
+            # Elapsed waits in calling order; their running sums give each target's "ahead".
+            elapsed = [t_now - x.issued_at.timestamp() for x in line]
+            summed = np.cumsum([0.0, *elapsed])
+            out[idx, _SERVICE_MAX_ELAPSED] = max(elapsed, default=0.0)
+            out[idx, _SERVICE_MEAN_ELAPSED] = summed[-1] / len(elapsed) if elapsed else 0.0
+            staying = 1.0 - base["left_share_30min"]
             for i in idx:
                 number = targets[i][1]
                 if number is None:
@@ -321,15 +395,25 @@ class FeatureBook:
                 row[_PRIORITY] = priority
                 row[_HOL] = head_wait if ahead > 0 else 0.0
                 row[_QUEUE_LENGTH] = (ahead + 1) * base["handling_s"] / max(base["open_count"], 1.0)
+                row[_AHEAD_STAYING] = ahead * staying
+                row[_AHEAD_ELAPSED] = summed[ahead] / ahead if ahead else 0.0
         return out
 
 
-def _mean_since(q: Iterable[tuple[float, float]], since: float) -> float:
-    waits = [w for at, w in q if at >= since]
-    return sum(waits) / len(waits) if waits else math.nan
-
-
-_SIM, _SPREAD, _AT_ONCE, _AHEAD, _URGENT_AHEAD, _PRIORITY, _HOL, _QUEUE_LENGTH = (
+(
+    _SIM,
+    _SPREAD,
+    _AT_ONCE,
+    _AHEAD,
+    _URGENT_AHEAD,
+    _PRIORITY,
+    _HOL,
+    _QUEUE_LENGTH,
+    _AHEAD_STAYING,
+    _AHEAD_ELAPSED,
+    _SERVICE_MAX_ELAPSED,
+    _SERVICE_MEAN_ELAPSED,
+) = (
     NAMES.index(k)
     for k in (
         "sim",
@@ -340,5 +424,9 @@ _SIM, _SPREAD, _AT_ONCE, _AHEAD, _URGENT_AHEAD, _PRIORITY, _HOL, _QUEUE_LENGTH =
         "priority",
         "hol",
         "queue_length",
+        "ahead_staying",
+        "ahead_mean_elapsed",
+        "service_max_elapsed",
+        "service_mean_elapsed",
     )
 )

@@ -37,7 +37,7 @@ from .features import NAMES, FeatureBook
 from .learn import Learned
 from .outlook import build_outlook
 from .simulate import HORIZON_S, REPLICATIONS, simulate
-from .wait_model import WaitModel, train
+from .wait_model import Choice, WaitModel, train
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ RESIMULATE_S = 15.0  # a snapshot's simulation serves this long while nothing ch
 CACHE = 8
 MIN_ROWS = 300  # waits needed before the trees are trusted over the calibrated simulation
 MAX_ROWS = 20000  # training rows kept (months of a busy hall): old habits fade
-CHOOSE_EVERY = 7  # days between re-checking whether the trees start from the simulation
+CHOOSE_EVERY = 7  # days between re-checking the way to start and the number of trees
 AT_ONCE_S = 60.0  # a ticket a free counter will take, predicted under this, is told 0
 AT_ONCE_TRUST = 0.8  # ... if the simulation's "a free counter takes it now" proved this right
 
@@ -127,7 +127,7 @@ class HallForecaster:
         self.model: WaitModel | None = None
         self.model_interval = ConformalInterval()
         self.rows = History(len(NAMES))
-        self._from_simulation: bool | None = None
+        self._choice: Choice | None = None  # the holdout's, kept between re-checks
         # Of tickets the simulation said a free counter would take at once: decayed counts
         # of all and of those really called within 30 s. A hall whose "open" counters are
         # often busy off the log (a call centre's agents) teaches it not to say 0.
@@ -201,8 +201,8 @@ class HallForecaster:
         if self._defer_fits or self._fitting:
             return
         x, y = self.rows.arrays()  # copies: the fit may run while new rows arrive
-        recheck = self._from_simulation is None or self._fits % CHOOSE_EVERY == 0
-        way = None if recheck else self._from_simulation
+        recheck = self._choice is None or self._fits % CHOOSE_EVERY == 0
+        way = None if recheck else self._choice
         self._fits += 1
         if not self.fit_in_background:
             self._install(train(x, y, way))
@@ -220,11 +220,12 @@ class HallForecaster:
 
     def _install(self, model: WaitModel) -> None:
         log.info(
-            "forecast trees fitted on %d waits, %s",
+            "forecast trees fitted on %d waits, %d trees %s",
             len(self.rows),
+            model.choice.trees,
             "correcting the simulation" if model.from_simulation else "from the hall's features",
         )
-        self._from_simulation = model.from_simulation
+        self._choice = model.choice
         self.model = model  # one assignment: readers see the old model or the new one
         self._cache = {}  # rebound, not cleared: the loop may be reading the old one
 
@@ -288,7 +289,7 @@ class HallForecaster:
         self.interval = warmed.interval
         self.model_interval = warmed.model_interval
         self.rows = warmed.rows
-        self._from_simulation, self._fits = warmed._from_simulation, warmed._fits
+        self._choice, self._fits = warmed._choice, warmed._fits
         self._at_once = warmed._at_once
         self._pending = {**warmed._pending, **self._pending}
         if warmed.model is not None:
