@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
+from sqlalchemy import Column, MetaData, String, Table, bindparam, delete, insert, select
 
 from hall_daemon.engine import DAY_STARTED
 from hall_daemon.events import StoredEvent
@@ -63,21 +63,26 @@ class TicketTopics:
         with self._hall.store.engine.connect() as conn:
             return [row.token for row in conn.execute(select(ticket_topics.c.token))]
 
+    # A token at a time, with one statement text each: an `IN (...)` list is a new prepared
+    # statement, kept in SQLite's cache, for every list length (see Store.outbox_mark_sent).
+    _FIND = select(ticket_topics.c.token).where(ticket_topics.c.token == bindparam("t"))
+    _DELETE = delete(ticket_topics).where(ticket_topics.c.token == bindparam("t"))
+
     def add(self, tokens: list[str]) -> None:
         with self._hall.store.engine.begin() as conn:
             # Idempotent: a row may already be there (a retry after a failed publish).
-            known = set(
-                conn.execute(
-                    select(ticket_topics.c.token).where(ticket_topics.c.token.in_(tokens))
-                ).scalars()
-            )
-            rows = [{"token": t} for t in tokens if t not in known]
+            rows = [
+                {"token": t}
+                for t in dict.fromkeys(tokens)
+                if conn.execute(self._FIND, {"t": t}).first() is None
+            ]
             if rows:
                 conn.execute(insert(ticket_topics), rows)
 
     def remove(self, tokens: list[str]) -> None:
-        with self._hall.store.engine.begin() as conn:
-            conn.execute(delete(ticket_topics).where(ticket_topics.c.token.in_(tokens)))
+        if tokens:
+            with self._hall.store.engine.begin() as conn:
+                conn.execute(self._DELETE, [{"t": t} for t in tokens])
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, delete, insert
+from sqlalchemy import event as sqlalchemy_event
 
 from hall_daemon import events as ev
 from hall_daemon.events import Event, StoredEvent
@@ -412,6 +413,28 @@ def test_mark_sent_handles_thousands_of_seqs(store: Store) -> None:
     store.append([called(i) for i in range(3000)])
     store.outbox_mark_sent(list(range(1, 3001)), T0)
     assert store.outbox_depth() == 0
+
+
+def test_acks_of_any_size_use_one_statement_text(store: Store) -> None:
+    # Every distinct SQL text is a prepared statement in the connection's cache: with one
+    # per batch size the daemon grew day after day (bench/rss_bench.py).
+    store.append([called(i) for i in range(400)])
+    texts: set[str] = set()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            texts.add(statement)
+
+    sqlalchemy_event.listen(store.engine, "before_cursor_execute", seen)
+    seq, left = 1, []
+    for n in range(1, 27):  # batches of 1..26 acks, in any order, every third with gaps
+        batch = list(range(seq, seq + n))
+        acked = batch[::2] if n % 3 == 0 else batch[1::2] + batch[::2]
+        store.outbox_mark_sent(acked, T0)
+        left += sorted(set(batch) - set(acked))
+        seq += n
+    assert len(texts) == 1, texts
+    assert [e.seq for e in store.outbox_pending(1000)] == left + list(range(seq, 401))
 
 
 def test_prune_deletes_old_acks_and_snapshots_but_keeps_events(store: Store) -> None:
