@@ -105,6 +105,7 @@ class Engine:
     def apply(self, event: Event) -> None:
         """Change the state as `event` says. Used live (via _emit) and on replay."""
         s, d, at = self.state, event.data, event.at
+        s.version += 1
         kind = event.type
         if kind == ev.TICKET_ISSUED:
             self._apply_issued(d, at)

@@ -153,6 +153,9 @@ class HallState:
         self.appointments: dict[str, Appointment] = {}
         self.devices: dict[str, tuple[str, str]] = {}  # device -> (state, detail)
         self.notice = ""  # set by an admin; the screens fall back to config.yaml's when empty
+        # Counts the events applied to this object (not saved): readers that derive something
+        # from the state can tell that it has not changed since they last looked.
+        self.version = 0
 
     # -- queue bookkeeping, used only by the engine's apply ------------------------------
     def enqueue(self, t: Ticket) -> None:

@@ -138,6 +138,7 @@ class HallForecaster:
         self._pending: dict[str, Pending] = {}
         self._cache: dict[tuple[Any, ...], dict[str, Forecast]] = {}
         self._raw_cache: dict[tuple[Any, ...], dict[str, Raw]] = {}
+        self._key_memo: tuple[HallState, int, tuple[Any, ...]] | None = None
         self._backlog: list[StoredEvent] | None = None  # events learned while warming
         self._calibrating = True  # simulate issued tickets to learn from their waits
 
@@ -387,12 +388,17 @@ class HallForecaster:
         }
 
     def _key(self, state: HallState, now: datetime) -> tuple[Any, ...]:
-        counters = tuple((c.state, c.current, c.since) for c in state.counters.values())
-        queues = tuple(len(q) for q in state.urgent_queue.values()) + tuple(
-            len(q) for q in state.normal_queue.values()
-        )
-        return (state.day, state.order, len(state.tickets), counters, queues,
-                int(now.timestamp() // RESIMULATE_S))  # fmt: skip
+        # Asked once per waiting ticket per update: the state's part is worked out again only
+        # when an event has changed the state.
+        memo = self._key_memo
+        if memo is None or memo[0] is not state or memo[1] != state.version:
+            counters = tuple((c.state, c.current, c.since) for c in state.counters.values())
+            queues = tuple(len(q) for q in state.urgent_queue.values()) + tuple(
+                len(q) for q in state.normal_queue.values()
+            )
+            part = (state.day, state.order, len(state.tickets), counters, queues)
+            memo = self._key_memo = (state, state.version, part)
+        return (*memo[2], int(now.timestamp() // RESIMULATE_S))
 
     def _raw(self, state: HallState, now: datetime) -> dict[str, Raw]:
         key = self._key(state, now)
