@@ -105,6 +105,9 @@ class Schedule:
         self.seen: np.ndarray = np.zeros(SLOTS)  # decayed count of days seen per slot
         self._slot = -1
         self._day: object = None
+        # usually_open's answers since the last sample: every row of an update asks the same
+        # (counter, time, span) again, and the shares only change at a quarter hour.
+        self._memo: dict[tuple[int, datetime, float], float] = {}
 
     def learn(self, at: datetime, state: HallState) -> None:
         """Sample every counter once at each quarter hour the log passes through."""
@@ -115,6 +118,7 @@ class Schedule:
         if slot == self._slot:
             return
         self._slot = slot
+        self._memo.clear()
         self.seen[slot] = self.seen[slot] * SCHEDULE_DECAY + 1.0
         for c in state.counters.values():
             row = self.share.setdefault(c.id, np.zeros(SLOTS))
@@ -122,6 +126,15 @@ class Schedule:
 
     def usually_open(self, counter: int, at: datetime, hours: float) -> float:
         """The mean share of days the counter was open from `at` over the next `hours`."""
+        key = (counter, at, hours)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) > 4096:  # many distinct times between two samples
+                self._memo.clear()
+            found = self._memo[key] = self._usually_open(counter, at, hours)
+        return found
+
+    def _usually_open(self, counter: int, at: datetime, hours: float) -> float:
         row = self.share.get(counter)
         if row is None:
             return 0.0
