@@ -139,6 +139,11 @@ class HallForecaster:
         self._cache: dict[tuple[Any, ...], dict[str, Forecast]] = {}
         self._raw_cache: dict[tuple[Any, ...], dict[str, Raw]] = {}
         self._key_memo: tuple[HallState, int, tuple[Any, ...]] | None = None
+        # The rows behind the last answers, by target: a new ticket's own row is among them.
+        self._rows_memo: (
+            tuple[tuple[Any, ...], dict[tuple[str, str | None], int], np.ndarray] | None
+        )
+        self._rows_memo = None
         self._backlog: list[StoredEvent] | None = None  # events learned while warming
         self._calibrating = True  # simulate issued tickets to learn from their waits
 
@@ -168,8 +173,8 @@ class HallForecaster:
 
     def _remember(self, state: HallState, number: str, service: str, at: datetime) -> None:
         raw = self._raw(state, at)
-        row = self.book.rows(state, at, [(service, number)], self._sim(raw))[0]
         said = self._answers(state, at).get(number)  # what the screens are about to show
+        row = self._row(state, at, service, number, raw)
         if said is None:
             said = queue_length_forecast(state, service, state.ahead_of(state.tickets[number]), at)
         by_trees = said["method"] == METHOD and self.model is not None
@@ -341,6 +346,7 @@ class HallForecaster:
                 targets += [(code, t.number) for t in state.waiting_tickets(code)]
                 targets.append((code, None))
             rows = self.book.rows(state, now, targets, self._sim(raw))
+            self._rows_memo = (key, {target: i for i, target in enumerate(targets)}, rows)
             waits = model.predict(rows)
             q = self.model_interval.quantiles()
             n, hits = self._at_once
@@ -355,6 +361,17 @@ class HallForecaster:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = result
         return result
+
+    def _row(
+        self, state: HallState, at: datetime, service: str, number: str, raw: dict[str, Raw]
+    ) -> np.ndarray:
+        memo = self._rows_memo
+        if memo is not None and memo[0] == self._key(state, at):
+            i = memo[1].get((service, number))
+            if i is not None:
+                return np.array(memo[2][i])  # a copy: the row outlives the matrix
+        row: np.ndarray = self.book.rows(state, at, [(service, number)], self._sim(raw))[0]
+        return row
 
     @staticmethod
     def _tree_forecast(wait: float, q: tuple[float, float] | None) -> Forecast:
