@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from drivers.bus68 import Frame, encode  # noqa: E402
-from tests.daemon_harness import Daemon, free_port, write_config  # noqa: E402
+from tests.daemon_harness import Daemon, free_port, simulated_hall_config  # noqa: E402
 
 
 def serve_once(port: int) -> socket.socket:
@@ -65,22 +65,14 @@ def main() -> None:
     presses = 50 if args.quick else args.presses
 
     tmp = Path(tempfile.mkdtemp(prefix="keypad-mqtt-"))
-    mport, web, dport, bport = free_port(), free_port(), free_port(), free_port()
+    mport, dport, bport = free_port(), free_port(), free_port()
     (tmp / "mosquitto.conf").write_text(
         f"listener {mport} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
     )
     broker = subprocess.Popen(
         ["mosquitto", "-c", str(tmp / "mosquitto.conf")], stderr=subprocess.DEVNULL
     )
-    config = write_config(
-        tmp,
-        web_port=web,
-        **{
-            r"127\.0\.0\.1:7001": f"127.0.0.1:{dport}",
-            r"127\.0\.0\.1:7002": f"127.0.0.1:{bport}",
-            r"(?m)^  port: 1883": f"  port: {mport}",
-        },
-    )
+    config, web = simulated_hall_config(tmp, mport, dispenser=dport, bus=bport)
     arrivals: queue.Queue[tuple[float, dict[str, object]]] = queue.Queue()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda _c, _u, m: arrivals.put((time.perf_counter(), json.loads(m.payload)))

@@ -35,10 +35,14 @@ def write_config(tmp: Path, *, web_port: int, **replace: str) -> Path:
     return path
 
 
-def simulated_hall_config(tmp: Path, broker_port: int) -> tuple[Path, int]:
-    """config.yaml whose serial ports are TCP ports on free numbers (where `hall-daemon
+def simulated_hall_config(
+    tmp: Path, broker_port: int, dispenser: int | None = None, bus: int | None = None
+) -> tuple[Path, int]:
+    """config.yaml whose serial ports are TCP ports (free ones unless given: where `hall-daemon
     simulate` serves its devices), with the given broker; and the daemon's web port."""
-    web, dispenser, bus = free_port(), free_port(), free_port()
+    web = free_port()
+    dispenser = dispenser or free_port()
+    bus = bus or free_port()
     config = write_config(
         tmp,
         web_port=web,
