@@ -390,7 +390,10 @@ async def test_keypads_send_valid_frames_with_incrementing_seq() -> None:
         stats = sim.statistics()
         assert stats["retransmits"] == 0 and stats["unacked"] == 0
         assert stats["calls_seen"] >= 2 and stats["ratings_sent"] >= 2
-        assert stats["echoes_received"] == stats["frames_sent"] - stats["echoes_sent"]
+        # The host stops echoing while the keypads still talk: the one frame then on the wire
+        # may go unechoed (seen once in CI: 28 echoes of 29 frames), never more.
+        unechoed = stats["frames_sent"] - stats["echoes_sent"] - stats["echoes_received"]
+        assert unechoed in (0, 1), stats
 
 
 @pytest.mark.service
