@@ -177,7 +177,7 @@ class FeatureBook:
         # (time, how long it had waited) of tickets that left the line unserved
         self.left: dict[str, Window] = defaultdict(lambda: Window(3600))
         self.hall_left = Window(1800)
-        self.arrivals: dict[str, deque[float]] = defaultdict(deque)
+        self.arrivals: dict[str, Window] = defaultdict(lambda: Window(900))
         self.last_call: dict[str, float] = {}
         self.counter_calls: dict[int, float] = {}  # counter -> its last call
         self._called: dict[str, datetime] = {}  # number -> call time, for handling times
@@ -190,7 +190,7 @@ class FeatureBook:
         t = e.at.timestamp()
         self.schedule.learn(e.at, state)
         if e.type == ev.TICKET_ISSUED:
-            self._push(self.arrivals[d["service"]], t)
+            self.arrivals[d["service"]].add(t)
         elif e.type == ev.TICKET_CALLED:
             s = d["service"]
             self.calls[s].add(t)
@@ -242,12 +242,6 @@ class FeatureBook:
         for average in (*self.average[service], self.hall_average, self.today[service]):
             average.add(wait_s)
         self.hall_today.add(wait_s)
-
-    @staticmethod
-    def _push(q: deque[float], t: float) -> None:
-        q.append(t)
-        while q and q[0] < t - 900:
-            q.popleft()
 
     def handling_s(self, service: str) -> float:
         w, total = self.handled[service]
@@ -317,7 +311,7 @@ class FeatureBook:
             "les": self.les.get(service, math.nan),
             "calls_5min": float(calls.count(t - 300)),
             "hall_calls_15min": float(self.hall_calls.count(t - 900)),
-            "arrivals_15min": float(sum(1 for x in self.arrivals.get(service, ()) if x >= t - 900)),
+            "arrivals_15min": float(self.arrivals[service].count(t - 900)),
             "since_call": min(t - last, 3600.0) if last is not None else math.nan,
             "active_counters": float(len(active)),
             "active_for_service": float(active_here),
