@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from ..hall import Hall
-from .pages import STATIC, STATIC_PREFIX, bi, template
-from .stats_routes import hall_page
+from .pages import bi, template
+from .stats_routes import hall_page, serve_layout_files
 
 HALL_KEY = web.AppKey("outlook_hall", Hall)
 
@@ -51,10 +51,7 @@ async def outlook_page(request: web.Request) -> web.Response:
 
 def add_outlook_routes(app: web.Application, hall: Hall) -> None:
     """Add the outlook routes to `app` (the admin gate, if any, protects them)."""
-    from . import ADMIN_KEY
-
     app[HALL_KEY] = hall
-    if ADMIN_KEY not in app and "admin_static" not in app.router.named_resources():
-        app.router.add_static(STATIC_PREFIX, STATIC, name="admin_static")
+    serve_layout_files(app)
     app.router.add_get("/admin/outlook", outlook_page)
     app.router.add_get("/admin/api/outlook", outlook_json)

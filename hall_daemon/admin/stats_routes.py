@@ -436,14 +436,21 @@ def hall_page(
     return render(title=title, content=content, scripts=scripts, styles=styles)
 
 
+def serve_layout_files(app: web.Application) -> None:
+    """In a bare app (tests that mount only some admin pages), serve the layout's static files
+    the admin would otherwise serve; once, whichever page routes come first."""
+    from . import ADMIN_KEY
+
+    if ADMIN_KEY not in app and "admin_static" not in app.router.named_resources():
+        app.router.add_static(STATIC_PREFIX, STATIC, name="admin_static")
+
+
 def add_stats_routes(app: web.Application, hall: Hall) -> StatsService:
     """Add the statistics routes to `app` (the admin gate, if any, protects them)."""
-    from . import ADMIN_KEY
 
     service = StatsService(hall)
     app[STATS_KEY] = service
-    if ADMIN_KEY not in app:  # a bare app (tests): serve the layout's files ourselves
-        app.router.add_static(STATIC_PREFIX, STATIC, name="admin_static")
+    serve_layout_files(app)
     app.router.add_get("/admin/stats", stats_page)
     app.router.add_get("/admin/api/stats", stats_json)
     app.router.add_get("/admin/stats.csv", stats_csv)
