@@ -258,21 +258,37 @@ class Connection:
     async def close(self, last_words: OnReady | None = None, timeout: float = 2.0) -> None:
         """Say `last_words` (the `stopped` status) if connected, then disconnect cleanly."""
         self._closing = True
+        for _ in range(3):
+            await self._goodbye(last_words, timeout)
+            task = self._task
+            if task is None:
+                return
+            task.cancel()
+            # asyncio.wait, not `await task` under suppress(CancelledError): that would
+            # also swallow a cancel of this close() itself.
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("the MQTT connection ended with an error", exc_info=task.exception())
+                return
+            # Python 3.11's wait_for can swallow a cancel that lands as the awaited publish
+            # completes (in on_ready): the session then comes up after all. Again, politely.
+            log.warning("the MQTT connection did not stop when asked; asking again")
+        log.error("the MQTT connection would not stop; leaving it")
+
+    async def _goodbye(self, last_words: OnReady | None, timeout: float) -> None:
         sess = self.session if self.ready.is_set() else None
-        if sess is not None and sess.alive and sess.client is not None:
-            if last_words is not None:
-                try:
-                    await asyncio.wait_for(last_words(sess), timeout)
-                except (ConnectionLost, PublishRefused, TimeoutError) as exc:
-                    log.warning("could not say goodbye to the broker: %s", exc)
-            # A normal DISCONNECT: the broker discards the Will, `stopped` stays retained.
-            sess.client.disconnect()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(sess.closed), timeout)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if sess is None or not sess.alive or sess.client is None:
+            return
+        if last_words is not None:
+            try:
+                await asyncio.wait_for(last_words(sess), timeout)
+            except (ConnectionLost, PublishRefused, TimeoutError) as exc:
+                log.warning("could not say goodbye to the broker: %s", exc)
+        # A normal DISCONNECT: the broker discards the Will, `stopped` stays retained.
+        sess.client.disconnect()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sess.closed), timeout)
 
     # -- the supervisor -----------------------------------------------------------------
     async def _run(self) -> None:

@@ -35,6 +35,7 @@ from hall_daemon.state import CANCELLED, TERMINAL
 
 from . import payloads
 from .connection import Connection, ConnectionLost, PublishRefused, Session
+from .waits import wait_first
 
 log = logging.getLogger(__name__)
 
@@ -379,14 +380,7 @@ class LiveState:
         until = min([self._next_sweep, self._next_outlook, *self._due.values()])
         if self._wake.is_set() or until <= mono:
             return
-        waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
-        waits: list[asyncio.Future[Any]] = [waiter, sess.closed]
-        try:
-            await asyncio.wait(waits, timeout=until - mono, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+        await wait_first(self._wake, sess.closed, timeout=until - mono)
 
     async def flush(self, timeout: float) -> None:
         """At shutdown: send what is held back (once its interval is over) and wait for it."""

@@ -17,7 +17,6 @@ worth) go out once more, too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from hall_daemon.store import StoreError
 
 from . import payloads
 from .connection import Connection, ConnectionLost, PublishRefused, Session
+from .waits import wait_first
 
 log = logging.getLogger(__name__)
 
@@ -202,15 +202,10 @@ class OutboxPump:
         self._wake.clear()
         if self._tail and (not window or len(window) < self.window):
             return
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait()), sess.closed]
+        waits: list[asyncio.Future[Any]] = [sess.closed]
         if window:
             waits.append(window[0][2])
             timeout = max(self.ack_timeout_s - (time.monotonic() - window[0][1]), 0.0) + 0.01
         else:
             timeout = self.poll_s  # belt and braces: a wake-up lost somewhere costs seconds
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waits[0].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waits[0]
+        await wait_first(self._wake, *waits, timeout=timeout)

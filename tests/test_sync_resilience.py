@@ -5,6 +5,7 @@ link is cut for a while."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from hall_daemon import commands as c
 from hall_daemon.hall import Hall
 from hall_daemon.store import Store
 from sync import SyncOptions
+from sync.connection import Connection, Session, Settings
 from tests.mqtt_broker import (
     REPO,
     T0,
@@ -271,3 +273,45 @@ async def test_a_link_that_stops_answering_is_dropped_after_the_puback_timeout(
         CONTRACT.check_all(rec.snapshot())
     finally:
         link.close()
+
+
+async def test_closing_while_on_ready_runs_ends_the_connection_even_if_the_cancel_is_lost(
+    broker: Broker,
+) -> None:
+    """Python 3.11's wait_for can swallow a cancel that lands as the awaited publish
+    completes. close() must still end the connection, politely: the status the broker keeps
+    is the goodbye, not the Will, and close() returns."""
+    topic = "hall/test/status"
+    entered = asyncio.Event()
+
+    async def on_ready(sess: Session) -> None:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):  # what wait_for does in that race
+            await asyncio.sleep(30)
+        await sess.publish(topic, b"online", retain=True)
+
+    async def goodbye(sess: Session) -> None:
+        await sess.publish(topic, b"stopped", retain=True)
+
+    settings = Settings(
+        host="127.0.0.1",
+        port=broker.port,
+        client_id="lost-cancel",
+        keepalive=30,
+        protocol=5,
+        username=None,
+        password=lambda: None,
+        tls=None,
+        will_topic=topic,
+        will_payload=lambda: b"offline",
+    )
+    conn = Connection(settings, on_ready=on_ready, on_message=lambda _s, _m: None)
+    with recording(broker.port, [topic]) as rec:
+        conn.start()
+        await asyncio.wait_for(entered.wait(), 10)
+        started = time.monotonic()
+        await asyncio.wait_for(conn.close(goodbye), 15)
+        assert time.monotonic() - started < 10
+        await rec.until(lambda r: r.last(topic) and r.last(topic).payload == b"stopped", 5)
+        await asyncio.sleep(0.5)  # a Will would come now, if the link had been dropped
+        assert [m.payload for m in rec.on(topic)][-1] == b"stopped"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from datetime import datetime, time, timedelta
@@ -33,6 +34,7 @@ from sync.commands import (
     read_id,
 )
 from sync.connection import backoff_delay
+from sync.waits import wait_first
 from tests.mqtt_broker import CONFIG, SPEC, T0, Contract, make_hall, mqtt_config
 
 pytestmark = pytest.mark.unit
@@ -447,3 +449,29 @@ async def test_start_sync_refuses_an_unreadable_password_and_does_nothing_when_d
         await handle.stop()
     finally:
         await hall.stop()
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_a_stop_cancels_a_loop_whose_connection_just_closed(steps: int) -> None:
+    """The outbox and live-state loops wait with `wait_first`, and when the connection ends
+    they go back to waiting for a new one, with no timeout. A stop that cancels them a few
+    loop steps after the connection closed must end them, at whichever step it lands (the
+    old wait swallowed a cancel that landed while it tidied up, and the stop hung)."""
+    wake = asyncio.Event()
+    closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ready = asyncio.Event()  # a new connection: never, here
+
+    async def loop() -> None:
+        while True:
+            await wait_first(wake, closed, timeout=30)
+            if closed.done():
+                await ready.wait()
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    closed.set_result(None)
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done and task.cancelled()
