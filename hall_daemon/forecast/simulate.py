@@ -183,6 +183,11 @@ def _simulate(
     ns = learned.no_show_cost
     serves = np.isfinite(rank)
     weight = np.where(serves, policy.preference_decay ** np.where(serves, rank, 0.0), 0.0)
+    # Per lane (urgent lanes, then normal ones) rather than per service: one lookup a call.
+    # Thresholds are kept negated to compare with -u: `u > x` is exactly `-u < -x`.
+    neg_present = -np.tile(1.0 - no_show_p, 2)
+    mu_lane, sigma_lane = np.tile(mu, 2), np.tile(sigma, 2)
+    neg_hazard = -hazard
     streak = np.zeros((R, C), dtype=np.int64)
     for i, c in enumerate(desks):
         streak[:, i] = c.priority_streak
@@ -190,18 +195,20 @@ def _simulate(
     head = np.zeros((R, 2 * S), dtype=np.int64)
     rows = np.arange(R)
     base = rows[:, None] * (2 * S * L) + np.arange(2 * S)[None, :] * L
-    lane_base = np.arange(2 * S) * L
     urgent_lane = np.arange(2 * S) < S
+    lane_base = np.arange(2 * S) * L
     left = np.full(R, T, dtype=np.int64)  # targets not reached yet, per replication
     times_flat = times.reshape(-1)
-    chunk, z_all, u_all = 0, np.empty((R, 0)), np.empty((R, 0))
+    z_all = neg_u_all = ns_all = np.empty((R, 0))
     max_steps = min(2 * (T + S * MAX_FUTURE_URGENT) + 20, max_calls)
 
+    # Each pass is one call in every replication, so its cost is numpy's per-operation
+    # overhead, not the arithmetic: the loop is written for few operations per pass.
     for step in range(max_steps):
-        # Before any `continue`: a skipped refresh would index past the drawn chunk.
-        if step % 64 == 0:
+        k = step % 64
+        if k == 0:  # before any `continue`: a skipped refresh would index past the chunk
             z_all, u_all = rng.standard_normal((R, 64)), rng.random((R, 64))
-            chunk = step
+            neg_u_all, ns_all = -u_all, ns.mean + ns.sigma * z_all
         ci = free.argmin(axis=1)
         t = free[rows, ci]
         if not (t < HORIZON_S).any():
@@ -218,7 +225,10 @@ def _simulate(
             score = np.where(pool, (hi - t[:, None] - 1.0) * weight[ci], np.inf)
         lane = score.argmin(axis=1)
         calls = pool[rows, lane]
-        if not calls.all():
+        if calls.all():
+            r, ln, c_, tr = rows, lane, ci, t
+            z, neg_u, ns_z = z_all[:, k], neg_u_all[:, k], ns_all[:, k]
+        else:
             # Nobody for this counter now: it waits for its next priority arrival, if any.
             idle = ~calls
             ahead = np.where(serves[ci] & (hi > t[:, None]), hi, np.inf).min(axis=1)
@@ -226,26 +236,25 @@ def _simulate(
             r = np.nonzero(calls)[0]
             if r.size == 0:
                 continue
-        else:
-            r = rows
-        z, u = z_all[r, step - chunk], u_all[r, step - chunk]
-        ln, c_, tr = lane[r], ci[r], t[r]
+            ln, c_, tr = lane[r], ci[r], t[r]
+            z, neg_u, ns_z = z_all[r, k], neg_u_all[r, k], ns_all[r, k]
         pos = head[r, ln]
         tg = target_flat[lane_base[ln] + pos]
         times_flat[r * (T + 1) + tg] = tr
-        left[r] -= tg < T
+        still = left[r] - (tg < T)
+        left[r] = still
         head[r, ln] = pos + 1
-        s = ln % S
         # Whether the applicant is still there: given up meanwhile (memoryless), or absent.
-        waited = tr - np.maximum(issue_flat[base[r, ln] + pos], 0.0)
-        quit = u < -np.expm1(-hazard * waited)
-        absent = ~quit & (u > 1.0 - no_show_p[s])
-        took = np.exp(np.where(absent, ns.mean + ns.sigma * z, mu[c_, s] + sigma[c_, s] * z))
-        free[r, c_] = np.where(left[r] > 0, tr + np.where(quit, 0.0, took + gap), np.inf)
-        done = left[r] == 0
+        waited = tr - np.maximum(hi[r, ln], 0.0)
+        quit = np.expm1(neg_hazard * waited) < neg_u  # u < 1 - exp(-hazard * waited)
+        absent = ~quit & (neg_u < neg_present[ln])
+        took = np.exp(np.where(absent, ns_z, mu_lane[c_, ln] + sigma_lane[c_, ln] * z))
+        free[r, c_] = np.where(still > 0, tr + np.where(quit, 0.0, took + gap), np.inf)
+        done = still == 0
         if done.any():
             free[r[done]] = np.inf
-        streak[r, c_] = np.where(quit, streak[r, c_], np.where(ln < S, streak[r, c_] + 1, 0))
+        was = streak[r, c_]
+        streak[r, c_] = np.where(quit, was, np.where(ln < S, was + 1, 0))
     else:
         _extrapolate(times, head, target_arr, free, mu, sigma, serves, S, T, gap)
     return Outcome(targets, times[:, :T])
