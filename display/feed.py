@@ -240,7 +240,8 @@ class Hub:
             # A page that does not answer the close (a dead network) must not hold the
             # daemon's shutdown; its socket goes with the server.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.gather(*closing, return_exceptions=True)
 
     def reload(self, config: HallConfig) -> None:
         """Swap in a re-read config.yaml (SIGHUP): screen titles and scopes, hall names and

@@ -368,7 +368,8 @@ class _Pages:
         async def run() -> None:
             ok = False
             try:
-                await asyncio.wait_for(printer.print_receipt(receipt), PRINT_TIMEOUT_S)
+                async with asyncio.timeout(PRINT_TIMEOUT_S):
+                    await printer.print_receipt(receipt)
                 ok = True
             except Exception:
                 log.exception("receipt for %s at kiosk %s did not print", t.number, kiosk)

@@ -244,7 +244,8 @@ class SerialLink:
         delay = self.backoff.next_delay()
         self._set_state(LinkState.BACKOFF)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._until_woken_or_back(), delay)
+            async with asyncio.timeout(delay):
+                await self._until_woken_or_back()
 
     async def _until_woken_or_back(self) -> None:
         """Wait for stop(); for a device path that is gone (USB unplugged), also for its return.
@@ -258,7 +259,8 @@ class SerialLink:
             return
         while not os.path.exists(path):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), PATH_POLL_S)
+                async with asyncio.timeout(PATH_POLL_S):
+                    await self._wake.wait()
             if self._wake.is_set():
                 return
 

@@ -122,7 +122,8 @@ class Bus:
                 await asyncio.sleep(0.01)
 
         try:
-            await asyncio.wait_for(empty(), timeout)
+            async with asyncio.timeout(timeout):
+                await empty()
         except TimeoutError:
             log.warning("bus subscribers did not drain within %.1f s", timeout)
 

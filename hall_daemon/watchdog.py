@@ -49,7 +49,8 @@ async def health_problem(hall: Hall, lag_s: float) -> str | None:
     try:
         # A real write, on the store's own thread: a locked or read-only database shows here.
         stamp = str(int(time.time()))
-        await asyncio.wait_for(hall.io(hall.store.set_meta, "watchdog_at", stamp), STORE_TIMEOUT_S)
+        async with asyncio.timeout(STORE_TIMEOUT_S):
+            await hall.io(hall.store.set_meta, "watchdog_at", stamp)
     except TimeoutError:
         return f"the store did not answer within {STORE_TIMEOUT_S:.0f} s"
     except Exception as exc:  # any store failure means: do not pet

@@ -96,7 +96,8 @@ async def healthz(request: web.Request) -> web.Response:
     await asyncio.sleep(0)
     loop_lag = max(time.perf_counter() - started, monitor.lag_s)
     try:
-        store_ok = await asyncio.wait_for(hall.io(hall.store.ping), timeout=2.0)
+        async with asyncio.timeout(2.0):
+            store_ok = await hall.io(hall.store.ping)
     except Exception:
         store_ok = False
     loop_ok = loop_lag < LOOP_LAG_LIMIT_S

@@ -271,8 +271,8 @@ class Connection:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("the MQTT connection ended with an error", exc_info=task.exception())
                 return
-            # Python 3.11's wait_for can swallow a cancel that lands as the awaited publish
-            # completes (in on_ready): the session then comes up after all. Again, politely.
+            # A cancel lost in on_ready (as Python 3.11's wait_for could lose one) lets the
+            # session come up after all: say goodbye to that one too, and ask again.
             log.warning("the MQTT connection did not stop when asked; asking again")
         log.error("the MQTT connection would not stop; leaving it")
 
@@ -282,13 +282,15 @@ class Connection:
             return
         if last_words is not None:
             try:
-                await asyncio.wait_for(last_words(sess), timeout)
+                async with asyncio.timeout(timeout):
+                    await last_words(sess)
             except (ConnectionLost, PublishRefused, TimeoutError) as exc:
                 log.warning("could not say goodbye to the broker: %s", exc)
         # A normal DISCONNECT: the broker discards the Will, `stopped` stays retained.
         sess.client.disconnect()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(sess.closed), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(sess.closed)
 
     # -- the supervisor -----------------------------------------------------------------
     async def _run(self) -> None:

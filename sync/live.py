@@ -320,9 +320,8 @@ class LiveState:
         if not due:
             return 0
         futures = [sess.publish(self.topics.ticket(t), b"", retain=True) for t in due]
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), self.ack_timeout_s
-        )
+        async with asyncio.timeout(self.ack_timeout_s):
+            results = await asyncio.gather(*futures, return_exceptions=True)
         done = [t for t, r in zip(due, results, strict=True) if r is None]
         if done:
             await self.hall.io(self.table.remove, done)
@@ -343,7 +342,8 @@ class LiveState:
         futures = await self._publish(sess, self._keys(), force=True)
         futures += self._publish_outlook(sess, force=True)
         if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout_s)
+            async with asyncio.timeout(self.ack_timeout_s):
+                await asyncio.gather(*futures)
         await self._clear_finished(sess)
         log.info("republished %d retained topics", len(futures))
 
@@ -395,6 +395,5 @@ class LiveState:
         futures = await self._publish(sess, self._keys(), force=False)
         if futures:
             with contextlib.suppress(ConnectionLost, PublishRefused, TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*futures), max(deadline - time.monotonic(), 0.1)
-                )
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                    await asyncio.gather(*futures)

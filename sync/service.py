@@ -221,12 +221,14 @@ class SyncHandle:
     async def _on_ready(self, sess: Session) -> None:
         """After every CONNACK: resubscribe, republish the retained state, then `online`."""
         timeout = self.options.connack_timeout_s
-        codes = await asyncio.wait_for(sess.subscribe(self.topics.commands, 1), timeout)
+        async with asyncio.timeout(timeout):
+            codes = await sess.subscribe(self.topics.commands, 1)
         if any(code >= 0x80 for code in codes):
             log.warning("the broker refused our subscription to %s", self.topics.commands)
         await self.live.republish(sess)
         online = payloads.status("online", self.hall.now(), self.hall.boot)
-        await asyncio.wait_for(sess.publish(self.topics.status, online, retain=True), timeout)
+        async with asyncio.timeout(timeout):
+            await sess.publish(self.topics.status, online, retain=True)
         log.info("online as %s", self.topics.base)
 
     async def _say_stopped(self, sess: Session) -> None:

@@ -323,7 +323,8 @@ class CounterBus(DevicePort):
             self._inflight = (frame, echoed)
             try:
                 self.send(raw)
-                await asyncio.wait_for(echoed, self.echo_timeout)
+                async with asyncio.timeout(self.echo_timeout):
+                    await echoed
                 return True
             except TimeoutError:
                 continue

@@ -291,7 +291,8 @@ class StatusFeed:
             self._task = None
         for page in list(self._pages):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(page.ws.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await page.ws.close()
 
     async def _on_event(self, _event: StoredEvent) -> None:
         self._dirty.set()
@@ -321,7 +322,8 @@ class StatusFeed:
         ticks = 0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), REFRESH_S)
+                async with asyncio.timeout(REFRESH_S):
+                    await self._dirty.wait()
                 await asyncio.sleep(COALESCE_S)
             self._dirty.clear()
             if not self._pages:
