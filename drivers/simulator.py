@@ -461,6 +461,10 @@ class _Player:
     async def session(self, conn: Conn) -> None:
         raise NotImplementedError
 
+    def busy(self) -> bool:
+        """Whether an exchange with the host is in hand (a request awaiting its reply)."""
+        return False
+
     def lost(self) -> bool:
         """--drop-acks: this frame or line from the host never arrived."""
         if self.settings.drop_acks and self.faults.random() < self.settings.drop_acks:
@@ -507,6 +511,9 @@ class DispenserPlayer(_Player):
         if not any(weights):
             weights = [1.0] * len(codes)
         self._codes, self._weights = codes, weights
+
+    def busy(self) -> bool:
+        return self._lock.locked()
 
     def _weight(self, code: str) -> float:
         mix = self.settings.mix
@@ -574,7 +581,10 @@ class DispenserPlayer(_Player):
         self, words: Sequence[str], request_id: int | None = None, checksum: bool = False
     ) -> Line | None:
         """Send a request and wait for its reply, re-sending the same bytes (same request id)
-        after each timeout or ERR 500, `line_retries` times; None if no reply ever came."""
+        after each timeout or ERR 500, `line_retries` times; None if no reply ever came, or
+        if the simulator is closing (nothing new is started then)."""
+        if self.sim.closing:
+            return None
         async with self._lock:
             payload = lineproto.encode_line(words, request_id, checksum)
             loop = asyncio.get_running_loop()
@@ -638,6 +648,8 @@ class DispenserPlayer(_Player):
             out.put_nowait((service, rng.random() < self.settings.priority_rate))
 
     async def _take(self, service: str, priority: bool) -> None:
+        if self.sim.closing:
+            return
         rid = self._request_id()
         checksum = self._rng.random() < self.settings.checksum_rate
         self.stats.takes += 1
@@ -720,6 +732,10 @@ class _BusDevice:
         self.seq = (self.seq + 1) & 0xFF
         return self.seq
 
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     async def transmit(self, frame: Frame) -> bool:
         """Send a device frame; re-send the same bytes every `ack_timeout` until echoed, at
         most `retransmits` times. False if the host never echoed it."""
@@ -759,6 +775,8 @@ class Keypad(_BusDevice):
         self.changed = asyncio.Event()
 
     async def press(self, key: Key, digits: str = "") -> bool:
+        if self.bus.sim.closing:
+            return False
         self.bus.stats.keys[key.name] += 1
         frame = bus68.build(KeyPress(self.address, self.next_seq(), digits, key))
         return await self.transmit(frame)
@@ -792,6 +810,8 @@ class Evaluator(_BusDevice):
     async def _rate(self) -> None:
         try:
             await self.bus.clock.sleep(self._rng.uniform(5, 20))
+            if self.bus.sim.closing:
+                return
             if self._rng.random() < 0.9:
                 score = rating_score(self._rng)
                 frame = bus68.build(Rating(self.address, self.next_seq(), score))
@@ -1011,6 +1031,9 @@ class BusPlayer(_Player):
         self.texts: dict[tuple[int, int], str] = {}
         self._tasks: _Tasks | None = None
 
+    def busy(self) -> bool:
+        return any(d.busy for d in self.devices.values())
+
     def addresses(self) -> set[int]:
         return set(self.devices) | set(self.screens)
 
@@ -1183,6 +1206,7 @@ class Simulator:
         self._servers: list[asyncio.Server] = []
         self._pty_tasks: list[asyncio.Task[None]] = []
         self._ptys: list[tuple[int, Path]] = []  # master, link
+        self.closing = False  # stop() has begun: devices start no new exchange
         self.endpoints: dict[str, str] = {}  # port name -> where the daemon connects
         self.skipped: dict[str, str] = {}  # port name -> why it is not played
         for port in config.ports:
@@ -1274,6 +1298,14 @@ class Simulator:
         link.symlink_to(slave_name)
         return master
 
+    async def _settle(self, timeout: float = 2.0) -> None:
+        """Let the exchanges in hand finish, as a hall closing its doors would: a TAKE the
+        host has already answered with a ticket reaches the dispenser's printer, a key press
+        gets its echo. Bounded: a host that stopped answering does not hold the stop."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(r.player.busy() for r in self._runners.values()):
+            await asyncio.sleep(0.02)
+
     async def _serve_pty(self, runner: _PortRunner, master: int, link: Path) -> None:
         """Play the port each time the daemon opens the pty's slave.
 
@@ -1299,6 +1331,8 @@ class Simulator:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
+        self.closing = True
+        await self._settle()
         for server in self._servers:
             server.close()
         for task in self._pty_tasks:

@@ -284,6 +284,28 @@ async def test_dispenser_says_hello_then_takes_with_request_ids() -> None:
 
 
 @pytest.mark.service
+async def test_stopping_lets_the_take_in_hand_get_its_ticket_and_starts_no_other() -> None:
+    """A hall closing its doors: the dispenser whose TAKE the host is answering still prints
+    that ticket (the daemon has issued it), and no new TAKE goes out once the stop began.
+    Before, the stop cut the exchange: one ticket issued and never seen (CI, 72 of 73)."""
+    sim = Simulator(hall_config(), SimSettings(seed=7, speed=60, start=10 * 3600))
+    await sim.start()
+    host = LineHost(*await connect(sim, "dispenser"))
+    await host.hello()
+    _, line = await host.request()
+    assert isinstance(lineproto.parse_request(line), Take)
+    stopping = asyncio.create_task(sim.stop())
+    await asyncio.sleep(0.3)  # the host is slow to answer; the stop waits for it
+    assert not stopping.done()
+    await host.send(lineproto.ticket_reply("A001", "A", 0, 1), line)
+    await asyncio.wait_for(stopping, 5)
+    stats = sim.statistics()
+    assert stats["takes"] == stats["tickets"] == 1, stats
+    rest = await host.reader.read()  # to the end: the simulator closed the connection
+    assert b"TAKE" not in rest, rest
+
+
+@pytest.mark.service
 async def test_dispenser_retries_with_the_same_id() -> None:
     async with running(speed=60, start=10 * 3600, traffic=TrafficProfile(600)) as sim:
         host = LineHost(*await connect(sim, "dispenser"))
