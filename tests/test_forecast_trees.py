@@ -46,6 +46,15 @@ def test_missing_values_have_their_own_branch() -> None:
     assert got == pytest.approx([500.0, 10.0, 20.0], abs=5.0)
 
 
+def test_a_tree_that_stops_splitting_early_still_predicts_its_leaves() -> None:
+    # min_leaf a third of the rows: the root splits, its halves cannot, so every tree ends
+    # at depth 1 of 4 and its leaves' values must reach the rows through the levels below.
+    x = np.linspace(-1.0, 1.0, 600)[:, None]
+    y = np.where(x[:, 0] < 0, 0.0, 100.0)
+    model = boost.fit(x, y, trees=100, depth=4, rate=0.2, l2=0.0, min_leaf=200)
+    assert model.predict(np.array([[-0.5], [0.5]])) == pytest.approx([0.0, 100.0], abs=1.0)
+
+
 def test_starting_from_a_prediction_reaches_beyond_the_training_range() -> None:
     # Trees alone cannot predict more than they saw; started from a base they can.
     rng = np.random.default_rng(2)

@@ -26,7 +26,9 @@ import numpy as np
 @dataclass(frozen=True, slots=True)
 class Trees:
     """A fitted ensemble: per tree, a complete binary tree in heap order (children of node
-    i are 2i+1 and 2i+2); `feature` −1 marks a leaf."""
+    i are 2i+1 and 2i+2). Every path runs the full depth: a leaf above the last level is
+    stored as a split that always goes left, its value carried down (see `_complete`), so
+    prediction is the same few array operations at every level."""
 
     edges: list[np.ndarray]  # per feature, the upper edges of its bins
     feature: np.ndarray  # trees x nodes, int
@@ -61,12 +63,10 @@ class Trees:
         first = (np.arange(t, dtype=np.int32) * nodes)[:, None]  # each tree's node 0, flat
         row = (np.arange(n, dtype=np.int32) * nf)[None, :]  # each row's feature 0, flat
         feature, threshold, bins = self.feature.ravel(), self.threshold.ravel(), xb.ravel()
-        at = np.broadcast_to(first, (t, n)).copy()  # flat node of each (tree, row)
+        at = np.broadcast_to(first, (t, n))  # flat node of each (tree, row)
         for _ in range(self.depth):
-            f = feature.take(at)
-            inner = f >= 0
-            right = bins.take(row + np.maximum(f, 0)) > threshold.take(at)
-            at = np.where(inner, 2 * at - first + 1 + right, at)
+            right = bins.take(row + feature.take(at)) > threshold.take(at)
+            at = 2 * at - first + 1 + right
         leaves: np.ndarray = self.value.ravel().take(at)
         return leaves
 
@@ -141,7 +141,19 @@ def fit(
         leaf = rate * np.divide(sums, counts + l2, out=np.zeros(nodes), where=counts + l2 > 0)
         value[k] = np.where(feature[k] < 0, leaf, 0.0)
         pred += leaf[node]
+    _complete(feature, threshold, value, depth)
     return Trees(edges, feature, threshold, value, base, depth)
+
+
+def _complete(feature: np.ndarray, threshold: np.ndarray, value: np.ndarray, depth: int) -> None:
+    """Turn every leaf above the last level into a split that always goes left (no bin
+    number exceeds the largest int32), carrying its value down to the last level."""
+    for level in range(depth):
+        at = np.arange(2**level - 1, 2 ** (level + 1) - 1)
+        leaf = feature[:, at] < 0
+        value[:, 2 * at + 1] = np.where(leaf, value[:, at], value[:, 2 * at + 1])
+        feature[:, at] = np.where(leaf, 0, feature[:, at])
+        threshold[:, at] = np.where(leaf, np.iinfo(np.int32).max, threshold[:, at])
 
 
 def _best_split(
