@@ -51,6 +51,9 @@ CHOOSE_EVERY = 7  # days between re-checking the way to start and the number of 
 AT_ONCE_S = 60.0  # a ticket a free counter will take, predicted under this, is told 0
 AT_ONCE_TRUST = 0.8  # ... if the simulation's "a free counter takes it now" proved this right
 
+# The rows behind the last answers: (cache key, row index by (service, number or None), rows).
+RowsMemo = tuple[tuple[Any, ...], dict[tuple[str, str | None], int], np.ndarray]
+
 
 @dataclass(frozen=True, slots=True)
 class Raw:
@@ -140,10 +143,7 @@ class HallForecaster:
         self._raw_cache: dict[tuple[Any, ...], dict[str, Raw]] = {}
         self._key_memo: tuple[HallState, int, tuple[Any, ...]] | None = None
         # The rows behind the last answers, by target: a new ticket's own row is among them.
-        self._rows_memo: (
-            tuple[tuple[Any, ...], dict[tuple[str, str | None], int], np.ndarray] | None
-        )
-        self._rows_memo = None
+        self._rows_memo: RowsMemo | None = None
         self._backlog: list[StoredEvent] | None = None  # events learned while warming
         self._calibrating = True  # simulate issued tickets to learn from their waits
 
