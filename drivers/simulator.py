@@ -57,6 +57,7 @@ from drivers.bus68 import (
 )
 from drivers.lineproto import Line, LineDecoder, LineError, Take
 from hall_daemon.config import DeviceConfig, HallConfig, PortConfig
+from hall_daemon.waits import wait_first
 
 log = logging.getLogger("drivers.simulator")
 
@@ -399,17 +400,6 @@ async def _finished(future: asyncio.Future[Any], timeout: float | None) -> bool:
         return True
     done, _ = await asyncio.wait([future], timeout=timeout)
     return bool(done)
-
-
-async def _event(event: asyncio.Event, timeout: float | None) -> bool:
-    """Whether `event` is set within `timeout` seconds (None: no limit)."""
-    if event.is_set():
-        return True
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        return await _finished(waiter, timeout)
-    finally:
-        waiter.cancel()
 
 
 class _Tasks:
@@ -862,7 +852,7 @@ class Clerk:
     async def _wait_change(self, sim_seconds: float, floor: float = 0.05) -> None:
         kp = self.keypad
         kp.changed.clear()
-        await _event(kp.changed, self._real(sim_seconds, floor))
+        await wait_first(kp.changed, timeout=self._real(sim_seconds, floor))
 
     def _in_lunch(self) -> bool:
         if self.lunch is None:
@@ -941,7 +931,7 @@ class Clerk:
             if left <= 0:
                 return kp.ticket if kp.generation > generation else None
             kp.changed.clear()
-            await _event(kp.changed, left)
+            await wait_first(kp.changed, timeout=left)
 
     async def _attend(self, ticket: int) -> None:
         rng, clock, settings = self._rng, self.clock, self.settings
@@ -984,7 +974,7 @@ class Clerk:
         if ev is not None:
             ev.done.clear()
             if await self.press(Key.RATE):
-                await _event(ev.done, self._real(40, 3.0))
+                await wait_first(ev.done, timeout=self._real(40, 3.0))
         # The ticket stays current until the next NEXT (or DONE) finishes it.
 
     async def _take_lunch(self) -> None:
@@ -1358,7 +1348,7 @@ class Simulator:
         stop = stop or asyncio.Event()
         await self.start()
         try:
-            await _event(stop, duration)
+            await wait_first(stop, timeout=duration)
         finally:
             await self.stop()
         return self.statistics()
@@ -1485,7 +1475,7 @@ async def run_simulator(
         for name, why in sim.skipped.items():
             out(f"port {name}: not simulated ({why})")
         out(f"simulated clock {sim.clock.label()}, speed {settings.speed:g}, seed {sim.seed}")
-        await _event(stop, duration)
+        await wait_first(stop, timeout=duration)
     finally:
         await sim.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -6,8 +6,11 @@ import asyncio
 from typing import Any
 
 
-async def wait_first(wake: asyncio.Event, *futures: asyncio.Future[Any], timeout: float) -> None:
-    """Until `wake` is set, one of `futures` is done, or `timeout` seconds have passed.
+async def wait_first(
+    wake: asyncio.Event, *futures: asyncio.Future[Any], timeout: float | None
+) -> None:
+    """Until `wake` is set, one of `futures` is done, or `timeout` seconds have passed
+    (None: no limit).
 
     The helper task that waits on the event is cancelled and *not* awaited: awaiting it
     while suppressing its CancelledError would also swallow a cancel of the caller that

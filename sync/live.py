@@ -32,10 +32,10 @@ from hall_daemon.engine import DAY_STARTED
 from hall_daemon.events import StoredEvent
 from hall_daemon.hall import Hall
 from hall_daemon.state import CANCELLED, TERMINAL
+from hall_daemon.waits import wait_first
 
 from . import payloads
 from .connection import Connection, ConnectionLost, PublishRefused, Session
-from .waits import wait_first
 
 log = logging.getLogger(__name__)
 

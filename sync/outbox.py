@@ -25,10 +25,10 @@ from typing import Any
 from hall_daemon.events import StoredEvent
 from hall_daemon.hall import Hall
 from hall_daemon.store import StoreError
+from hall_daemon.waits import wait_first
 
 from . import payloads
 from .connection import Connection, ConnectionLost, PublishRefused, Session
-from .waits import wait_first
 
 log = logging.getLogger(__name__)
 

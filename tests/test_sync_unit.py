@@ -21,6 +21,7 @@ from hall_daemon.engine import DAY_STARTED, Engine
 from hall_daemon.events import EVENT_TYPES, StoredEvent
 from hall_daemon.forecast import queue_length_forecast
 from hall_daemon.model import HallSpec, OpeningWindow, ServiceSpec
+from hall_daemon.waits import wait_first
 from sync import payloads, start_sync
 from sync.commands import (
     MAX_BYTES,
@@ -34,7 +35,6 @@ from sync.commands import (
     read_id,
 )
 from sync.connection import backoff_delay
-from sync.waits import wait_first
 from tests.mqtt_broker import CONFIG, SPEC, T0, Contract, make_hall, mqtt_config
 
 pytestmark = pytest.mark.unit
