@@ -30,13 +30,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, and_, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from hall_daemon import commands as c
 from hall_daemon.hall import Hall, HallUnavailable
 from hall_daemon.model import Conflict, DomainError, NotFound
 from hall_daemon.state import CANCELLED, WAITING
+from hall_daemon.store import StoreError
 
 from . import payloads
+from .throttle import OncePer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,9 @@ MAX_BYTES = 16 * 1024
 MAX_PARSE_BYTES = 256 * 1024
 MAX_ID = 128
 MAX_CODE = 64
+# A command is one flat object; deeper nesting is refused before any parser (they recurse)
+# sees it.
+MAX_DEPTH = 16
 DEDUPE_WINDOW = timedelta(hours=24)
 
 NAMES = ("ticket.remote", "ticket.cancel", "appointment.upsert", "appointment.cancel")
@@ -55,6 +61,8 @@ NAMES = ("ticket.remote", "ticket.cancel", "appointment.upsert", "appointment.ca
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Used only when the payload is not valid JSON, to find an id to address the error to.
 _ID_IN_TEXT = re.compile(r'"id"\s*:\s*"((?:[^"\\\x00-\x1f]|\\.){1,128})"')
+# What the depth check looks at: string delimiters, escapes, and brackets.
+_STRUCTURE = re.compile(rb'["\\\[\]{}]')
 
 
 # -- parsing (pure) -----------------------------------------------------------------------
@@ -115,24 +123,56 @@ def _valid_id(value: object) -> str | None:
     return None
 
 
+def too_deep(payload: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest deeper than `limit`, counted outside strings in one
+    pass without recursion (broken JSON is counted as far as it goes)."""
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, -1
+    for match in _STRUCTURE.finditer(payload):
+        at = match.start()
+        if at == escaped:
+            continue
+        char = payload[at]
+        if in_string:
+            if char == 0x5C:  # backslash: the next byte is escaped
+                escaped = at + 1
+            elif char == 0x22:
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in b"]}":
+            depth = max(depth - 1, 0)
+    return False
+
+
 def read_id(payload: bytes) -> str | None:
     """The command's id, from its JSON if it parses, else by a lenient look at the text, so
-    that a payload that is merely malformed still gets an error reply."""
+    that a payload that is merely malformed (or too large, or too deep to parse) still gets
+    an error reply. Never raises."""
     if len(payload) > MAX_PARSE_BYTES:
         return None
     text = payload.decode("utf-8", errors="replace")
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        match = _ID_IN_TEXT.search(text)
-        if match is None:
-            return None
+    if len(payload) <= MAX_BYTES and not too_deep(payload):
         try:
-            return _valid_id(json.loads(f'"{match.group(1)}"'))
-        except ValueError:
-            return None
-    # A JSON value that is not an object has no id; nor has an object whose id is not text.
-    return _valid_id(obj.get("id")) if isinstance(obj, dict) else None
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            # A JSON value that is not an object has no id; nor has an object whose id is
+            # not text.
+            return _valid_id(obj.get("id")) if isinstance(obj, dict) else None
+    match = _ID_IN_TEXT.search(text)
+    if match is None:
+        return None
+    try:
+        return _valid_id(json.loads(f'"{match.group(1)}"'))
+    except ValueError:
+        return None
 
 
 class _Fields:
@@ -220,6 +260,10 @@ def parse(name: str, payload: bytes, services: frozenset[str]) -> Request:
             413,
             "too-large",
             f"the command is {len(payload)} bytes; the limit is {MAX_BYTES} (16 KiB)",
+        )
+    if too_deep(payload):
+        raise Refused(
+            command_id, 400, "too-deep", f"arrays and objects nest deeper than {MAX_DEPTH} levels"
         )
     try:
         obj = json.loads(payload.decode("utf-8"))
@@ -340,6 +384,8 @@ class CommandStats:
     refused: int = 0
     unreadable: int = 0
     repeated: int = 0
+    too_deep: int = 0  # refused unparsed; those without an id are counted as unreadable
+    failed: int = 0  # answered 500: not done, the backend retries
 
 
 class CommandProcessor:
@@ -350,14 +396,39 @@ class CommandProcessor:
         self.hall = hall
         self.dedupe = DedupeStore(hall)
         self.stats = CommandStats()
+        self._quiet = OncePer(60.0)
         self._token = token or (lambda: secrets.token_urlsafe(16))
 
     async def handle(self, name: str, payload: bytes) -> bytes | None:
+        """Never raises: whatever goes wrong with one command is that command's 500 reply
+        (not recorded, so a retry under the same id looks again), or, without an id, a
+        counted drop."""
         command_id = read_id(payload)
         if command_id is None:
             self.stats.unreadable += 1
-            log.warning("command on %s ignored: %d bytes without a readable id", name, len(payload))
+            self._quiet.log(
+                log,
+                logging.WARNING,
+                "unreadable",
+                "command on %r ignored: %d bytes without a readable id",
+                name,
+                len(payload),
+            )
             return None
+        try:
+            return await self._handle(name, command_id, payload)
+        except Exception as exc:
+            self.stats.failed += 1
+            store = isinstance(exc, SQLAlchemyError | StoreError | OSError)
+            reason = "store-unavailable" if store else "internal"
+            self._quiet.log(
+                log, logging.ERROR, reason, "command %s %r failed", name, command_id, exc_info=True
+            )
+            return payloads.reply_error(
+                command_id, 500, reason, f"not done; try again: {type(exc).__name__}"
+            )
+
+    async def _handle(self, name: str, command_id: str, payload: bytes) -> bytes | None:
         now = self.hall.now()
         # A repeat gets the first reply even if its payload differs or no longer validates:
         # the id names the command, and that command has been answered.
@@ -370,13 +441,23 @@ class CommandProcessor:
             request = parse(name, payload, frozenset(self.hall.state.services))
         except Unreadable as exc:  # not reached: read_id above found an id
             self.stats.unreadable += 1
-            log.warning("command on %s ignored: %s", name, exc)
+            log.warning("command on %r ignored: %s", name, exc)
             return None
         except Refused as exc:
             # Not recorded: validation depends only on the payload, so the same payload
             # again gets the same refusal, and a corrected one under the same id is judged
             # on its own.
-            log.info("command %s %r refused: %s", name, exc.id, exc.message)
+            if exc.reason == "too-deep":
+                self.stats.too_deep += 1
+            self._quiet.log(
+                log,
+                logging.INFO,
+                f"refused:{exc.reason}",
+                "command %s %r refused: %s",
+                name,
+                exc.id,
+                exc.message,
+            )
             return self._count(exc.reply())
 
         if recorded is not None:

@@ -8,6 +8,7 @@ in sync/asyncapi.yaml.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from hall_daemon.model import ServiceSpec
 from hall_daemon.state import WAITING, HallState, Ticket
 
 OUTLOOK_DAYS = 7  # today and the next 6 days
+MAX_RESPONSE_TOPIC = 256  # bytes; a reply address, not a document
 OUTLOOK_METHOD = "flat-now"
 
 
@@ -61,6 +63,29 @@ class Topics:
 
     def reply(self, name: str) -> str:
         return f"{self.base}/cmd/{name}/reply"
+
+    def reply_to(self, name: str, response_topic: object) -> str:
+        """Where the reply to command `name` goes: the MQTT 5 response topic it named, if
+        the contract allows that one, else `<base>/cmd/<name>/reply`."""
+        if isinstance(response_topic, str) and self.allows_response_topic(response_topic):
+            return response_topic
+        return self.reply(name)
+
+    def allows_response_topic(self, topic: str) -> bool:
+        """Outside `<base>/` and without a `cmd` level, so that a reply never lands on a
+        hall's state or command topics; and a topic anyone may publish to at all: no
+        wildcard or control character, not `$`-reserved, at most 256 bytes of UTF-8."""
+        if topic == self.base or topic.startswith(f"{self.base}/"):
+            return False
+        if topic.startswith("$") or "cmd" in topic.split("/"):
+            return False
+        try:
+            size = len(topic.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate
+            return False
+        return 0 < size <= MAX_RESPONSE_TOPIC and not any(
+            ch in "+#" or unicodedata.category(ch) == "Cc" for ch in topic
+        )
 
     def command_name(self, topic: str) -> str | None:
         """`ticket.remote` for `<base>/cmd/ticket.remote`; None for any other topic."""

@@ -4,13 +4,21 @@ Wiring: the bus wakes the outbox pump and marks live topics dirty; the connectio
 `_on_ready` on every (re)connect (subscribe to commands, republish retained state, then
 `online`); commands are queued from paho's thread and run one at a time. Each long-lived
 task is supervised: an unexpected exception is logged and the task restarted after a
-growing pause, so a bug in one part cannot silently end the hall's link to the backend.
+growing pause (back to the shortest once it has run a healthy minute), so a bug in one part
+cannot silently end the hall's link to the backend. No command can end the command loop:
+whatever goes wrong with one is its own 500 reply, or a counted drop.
+
+Floods: the command queue is bounded in messages and in bytes, and what does not fit is
+dropped and counted (the backend retries what got no reply, under the same id). paho
+acknowledges QoS 1 on receipt, so the broker's in-flight limit would not slow a flood
+down; the queue's bound is what keeps memory flat and the wait of the next command short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,10 +32,11 @@ from hall_daemon.events import StoredEvent, format_time
 from hall_daemon.hall import Hall
 
 from . import payloads
-from .commands import CommandProcessor, read_id
+from .commands import CommandProcessor
 from .connection import Connection, ConnectionLost, Message, PublishRefused, Session, Settings
 from .live import LiveState
 from .outbox import OutboxPump
+from .throttle import OncePer
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +56,14 @@ class SyncOptions:
     sweep_every_s: float = 30.0
     outlook_every_s: float = 60.0
     stop_timeout_s: float = 3.0  # how long stop() may wait for the outbox to drain
-    command_queue: int = 1000
+    command_queue: int = 1000  # commands waiting to run, at most
+    command_queue_bytes: int = 4 * 1024 * 1024  # and their payloads' bytes, at most
+    healthy_after_s: float = 60.0  # a task that ran this long restarts after the least pause
     housekeeping_every_s: float = 3600.0
     stats_every_s: float = 1.0  # the oldest unsent event's time, refreshed while any wait
 
 
-def _valid_topic(topic: object) -> bool:
-    return (
-        isinstance(topic, str)
-        and 0 < len(topic.encode()) <= 65535
-        and not any(ch in topic for ch in "+#\x00")
-    )
+MAX_CORRELATION = 256  # bytes of MQTT 5 correlation data echoed; more is not echoed
 
 
 class SyncHandle:
@@ -74,7 +80,13 @@ class SyncHandle:
         self._commands: asyncio.Queue[tuple[Session, Message]] = asyncio.Queue(
             options.command_queue
         )
-        self._dropped_commands = 0
+        self._queued_bytes = 0
+        self._dropped_commands = 0  # the queue was full
+        self._ignored_commands = 0  # arrived retained
+        self._unsent_replies = 0
+        self._refused_reply_topics = 0
+        self._restarts = 0
+        self._quiet = OncePer(60.0)
         self._oldest: datetime | None = None
         self.processor = CommandProcessor(hall)
         if not self.enabled:
@@ -178,7 +190,14 @@ class SyncHandle:
             "commands_accepted": p.accepted,
             "commands_refused": p.refused,
             "commands_repeated": p.repeated,
-            "commands_unreadable": p.unreadable + self._dropped_commands,
+            "commands_unreadable": p.unreadable + self._ignored_commands,
+            "commands_too_deep": p.too_deep,
+            "commands_failed": p.failed,
+            "commands_dropped": self._dropped_commands,
+            "commands_queued": self._commands.qsize(),
+            "replies_unsent": self._unsent_replies,
+            "reply_topics_refused": self._refused_reply_topics,
+            "task_restarts": self._restarts,
         }
 
     # -- wiring -------------------------------------------------------------------------
@@ -206,12 +225,16 @@ class SyncHandle:
         async def supervised() -> None:
             pause = 0.5
             while True:
+                started = time.monotonic()
                 try:
                     await job()
                     return
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    self._restarts += 1
+                    if time.monotonic() - started >= self.options.healthy_after_s:
+                        pause = 0.5  # a failure now and then, not a task that cannot run
                     log.exception("%s failed; restarting it in %.1f s", name, pause)
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 30.0)
@@ -239,56 +262,90 @@ class SyncHandle:
     def _on_message(self, sess: Session, msg: Message) -> None:
         if self._stopping:
             return
-        try:
-            self._commands.put_nowait((sess, msg))
-        except asyncio.QueueFull:
+        size = len(msg[1])
+        if self._commands.full() or self._queued_bytes + size > self.options.command_queue_bytes:
             # A flood: the backend retries what got no reply, under the same id.
             self._dropped_commands += 1
-            log.warning("command queue full; dropped a message on %s", msg[0])
+            self._quiet.log(
+                log,
+                logging.WARNING,
+                "dropped",
+                "command queue full; dropped a message on %r",
+                msg[0],
+            )
+            return
+        self._queued_bytes += size
+        self._commands.put_nowait((sess, msg))
 
     async def _command_loop(self) -> None:
         while True:
-            sess, (topic, payload, retained, props) = await self._commands.get()
-            name = self.topics.command_name(topic)
-            if name is None:
-                continue
-            if retained:
-                # A command left retained on the broker would come back at every reconnect
-                # and, after 24 hours, run again: a command is an event, never a state.
-                self._dropped_commands += 1
-                log.warning(
-                    "ignored a retained command on %s; commands must not be retained", topic
-                )
-                continue
+            sess, msg = await self._commands.get()
+            self._queued_bytes -= len(msg[1])
             try:
-                reply = await self.processor.handle(name, payload)
-            except Exception as exc:
-                # The dedupe table could not be read or written (the database is away): not
-                # run, or not known to have run; the backend retries under the same id.
-                log.exception("command on %s failed", topic)
-                command_id = read_id(payload)
-                if command_id is None:
-                    continue
-                reply = payloads.reply_error(
-                    command_id, 500, "store-unavailable", f"try again: {type(exc).__name__}"
+                await self._answer(sess, msg)
+            except Exception:
+                # Not reached by any known input (the processor answers its own failures):
+                # this message is lost, the loop and the next command are not.
+                self._unsent_replies += 1
+                self._quiet.log(
+                    log,
+                    logging.ERROR,
+                    "unsent",
+                    "no reply to a message on %r",
+                    msg[0],
+                    exc_info=True,
                 )
-            if reply is None:
-                continue
-            reply_topic = getattr(props, "ResponseTopic", None)
-            if not _valid_topic(reply_topic):
-                reply_topic = self.topics.reply(name)
-            reply_props = None
-            correlation = getattr(props, "CorrelationData", None)
-            if correlation is not None:
-                reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                reply_props.CorrelationData = correlation
-            # The session the command came on may be gone; the current one will do. If there
-            # is none, the reply is lost and the backend's retry gets it from the dedupe table.
-            target = self.conn.session if self.conn.ready.is_set() else sess
-            if target is None:
-                continue
-            fut = target.publish(str(reply_topic), reply, properties=reply_props)
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _answer(self, sess: Session, msg: Message) -> None:
+        topic, payload, retained, props = msg
+        name = self.topics.command_name(topic)
+        if name is None:
+            return
+        if retained:
+            # A command left retained on the broker would come back at every reconnect
+            # and, after 24 hours, run again: a command is an event, never a state.
+            self._ignored_commands += 1
+            self._quiet.log(
+                log,
+                logging.WARNING,
+                "retained",
+                "ignored a retained command on %r; commands must not be retained",
+                topic,
+            )
+            return
+        reply = await self.processor.handle(name, payload)
+        if reply is None:
+            return
+        # The session the command came on may be gone; the current one will do. If there
+        # is none, the reply is lost and the backend's retry gets it from the dedupe table.
+        target = self.conn.session if self.conn.ready.is_set() else sess
+        if target is None:
+            return
+        reply_topic, reply_props = self._addressed(name, props)
+        fut = target.publish(reply_topic, reply, properties=reply_props)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _addressed(self, name: str, props: Any) -> tuple[str, Properties | None]:
+        """The reply's topic and properties: the correlation data goes back with it if it
+        is small enough to be a correlation and not a payload."""
+        requested = getattr(props, "ResponseTopic", None)
+        reply_topic = self.topics.reply_to(name, requested)
+        if requested is not None and reply_topic != requested:
+            self._refused_reply_topics += 1
+            self._quiet.log(
+                log,
+                logging.WARNING,
+                "reply-topic",
+                "refused response topic %.100r; replying on %s",
+                requested,
+                reply_topic,
+            )
+        correlation = getattr(props, "CorrelationData", None)
+        if not isinstance(correlation, bytes) or len(correlation) > MAX_CORRELATION:
+            return reply_topic, None
+        reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        reply_props.CorrelationData = correlation
+        return reply_topic, reply_props
 
     # -- background upkeep --------------------------------------------------------------
     async def _stats_loop(self) -> None:
