@@ -100,6 +100,17 @@ def _age(iso: Any, now: datetime) -> float:
         return 0.0
 
 
+COMMAND_OUTCOMES = (
+    "accepted",
+    "refused",
+    "repeated",
+    "unreadable",
+    "too_deep",
+    "failed",
+    "dropped",
+)
+
+
 def render_metrics(
     hall: Hall,
     handles: AdminHandles,
@@ -233,6 +244,23 @@ def render_metrics(
             "hall_mqtt_events_published_total",
             "Events published to the broker since start.",
             _num(sync, "events_published"),
+        )
+        x.family(
+            "hall_mqtt_commands_total",
+            "counter",
+            "Backend commands since start by outcome (too_deep ones are also refused; failed "
+            "ones were answered 500; dropped ones found the queue full).",
+            [({"outcome": o}, _num(sync, f"commands_{o}") or 0) for o in COMMAND_OUTCOMES],
+        )
+        x.counter(
+            "hall_mqtt_reply_topics_refused_total",
+            "Response topics the contract forbids; those replies went to <base>/cmd/<name>/reply.",
+            _num(sync, "reply_topics_refused"),
+        )
+        x.counter(
+            "hall_mqtt_task_restarts_total",
+            "MQTT sync tasks restarted after an unexpected failure.",
+            _num(sync, "task_restarts"),
         )
 
     # Voice and printer.
