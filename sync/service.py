@@ -66,6 +66,24 @@ class SyncOptions:
 MAX_CORRELATION = 256  # bytes of MQTT 5 correlation data echoed; more is not echoed
 
 
+class RestartPause:
+    """The pause before a failed task runs again: doubling from `least` to `most` while it
+    keeps failing, and `least` again once it had run `healthy_s` (a failure now and then is
+    not a task that cannot run)."""
+
+    def __init__(self, least: float = 0.5, most: float = 30.0, healthy_s: float = 60.0) -> None:
+        self.least, self.most, self.healthy_s = least, most, healthy_s
+        self._next = least
+
+    def after(self, ran_s: float) -> float:
+        """The pause after a run of `ran_s` seconds that ended in a failure."""
+        if ran_s >= self.healthy_s:
+            self._next = self.least
+        pause = self._next
+        self._next = min(pause * 2, self.most)
+        return pause
+
+
 class SyncHandle:
     """The running sync. `stats()` feeds the status page; `stop()` ends it cleanly."""
 
@@ -223,7 +241,7 @@ class SyncHandle:
 
     def _spawn(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
         async def supervised() -> None:
-            pause = 0.5
+            pauses = RestartPause(healthy_s=self.options.healthy_after_s)
             while True:
                 started = time.monotonic()
                 try:
@@ -233,11 +251,9 @@ class SyncHandle:
                     raise
                 except Exception:
                     self._restarts += 1
-                    if time.monotonic() - started >= self.options.healthy_after_s:
-                        pause = 0.5  # a failure now and then, not a task that cannot run
+                    pause = pauses.after(time.monotonic() - started)
                     log.exception("%s failed; restarting it in %.1f s", name, pause)
                     await asyncio.sleep(pause)
-                    pause = min(pause * 2, 30.0)
 
         self._tasks.append(asyncio.get_running_loop().create_task(supervised(), name=name))
 
