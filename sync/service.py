@@ -286,7 +286,7 @@ class SyncHandle:
                 log,
                 logging.WARNING,
                 "dropped",
-                "command queue full; dropped a message on %r",
+                "command queue full (in messages or bytes); dropped a message on %r",
                 msg[0],
             )
             return

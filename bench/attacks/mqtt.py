@@ -212,6 +212,35 @@ def flood(hall: Hall, count: int, round_: int) -> dict[str, object]:
     }
 
 
+def flood_large(hall: Hall, count: int, size: int) -> dict[str, object]:
+    """`count` payloads of `size` bytes (just under the broker's limit for the daemon), each
+    with an id: the queue's byte bound, not its length, is what holds memory here."""
+    before = hall.metrics()
+    rss_before = hall.rss_mib()
+    attacker = Recorder(hall.broker.port, [f"{BASE}/nothing"]).start()
+    started = time.monotonic()
+    try:
+        for n in range(count):
+            head = b'{"v":1,"id":"big-%d","pad":"' % n
+            info = attacker.client.publish(COMMANDS, head + b"x" * (size - len(head) - 2) + b'"}')
+        info.wait_for_publish(120)
+        waited, tries = backend_command(hall, "backend-large")
+        wait_until(lambda: settled(before, hall.metrics()) >= count + tries, 120, "the flood")
+    finally:
+        attacker.close()
+    after = hall.metrics()
+    return {
+        "sent": count,
+        "mib": round(count * size / 2**20),
+        "refused_too_large": outcome(after, "refused") - outcome(before, "refused"),
+        "dropped": outcome(after, "dropped") - outcome(before, "dropped"),
+        "backend_reply_s": round(waited, 2),
+        "settled_s": round(time.monotonic() - started, 1),
+        "rss_mib_before": rss_before,
+        "rss_mib_after": hall.rss_mib(),
+    }
+
+
 def run() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         hall = Hall(Path(d))
@@ -222,6 +251,7 @@ def run() -> dict[str, object]:
                 "reply_topics": reply_topics(hall),
                 "flood": flood(hall, 5000, 1),
                 "flood_again": flood(hall, 5000, 2),
+                "flood_large": flood_large(hall, 500, 250 * 1024),
             }
             m = hall.metrics()
             figures["task_restarts"] = int(m.get("hall_mqtt_task_restarts_total", -1))
