@@ -4,6 +4,7 @@ land on a topic the contract forbids, whatever response topic the sender names."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -133,3 +134,33 @@ def test_replies_go_only_to_response_topics_the_contract_allows(
     assert getattr(reply.properties, "CorrelationData", None) is None
     time.sleep(0.2)  # anything misrouted would have arrived with the replies
     assert [m.topic for m in with_id(rec, "rt-ok")] == ["app/replies/123"]
+
+
+def peak_rss_mib(daemon: Daemon) -> float:
+    """The daemon's largest resident size since it started (the kernel's high-water mark)."""
+    assert daemon.proc is not None
+    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def test_a_flood_of_large_commands_keeps_memory_flat_and_the_backend_gets_through(
+    hall: tuple[Daemon, Recorder],
+) -> None:
+    daemon, rec = hall
+    before = peak_rss_mib(daemon)
+    size = 250 * 1024  # under the broker's limit for the daemon, over the contract's 16 KiB
+    for n in range(600):
+        head = b'{"v":1,"id":"big-%d","pad":"' % n
+        info = rec.client.publish(
+            f"{BASE}/cmd/ticket.remote", head + b"x" * (size - len(head) - 2) + b'"}', qos=1
+        )
+    info.wait_for_publish(30)
+    # The backend's way: the same id again each second until a reply comes.
+    body = {"v": 1, "id": "backend", "service": "A"}
+    for _ in range(10):
+        publish(rec, f"{BASE}/cmd/ticket.remote", body)
+        with contextlib.suppress(AssertionError):
+            answer(rec, "backend", 1.0)
+            break
+    assert answer(rec, "backend", 1.0).json()["ok"] is True
+    assert peak_rss_mib(daemon) - before < 25, (before, peak_rss_mib(daemon))
