@@ -49,8 +49,8 @@ MAX_BYTES = 16 * 1024
 MAX_PARSE_BYTES = 256 * 1024
 MAX_ID = 128
 MAX_CODE = 64
-# A command is one flat object; deeper nesting is refused before any parser (they recurse)
-# sees it.
+# A command is one flat object. Deeper nesting is refused before a JSON decoder sees it:
+# decoders recurse.
 MAX_DEPTH = 16
 DEDUPE_WINDOW = timedelta(hours=24)
 

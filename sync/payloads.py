@@ -20,8 +20,8 @@ from hall_daemon.model import ServiceSpec
 from hall_daemon.state import WAITING, HallState, Ticket
 
 OUTLOOK_DAYS = 7  # today and the next 6 days
-MAX_RESPONSE_TOPIC = 256  # bytes; a reply address, not a document
 OUTLOOK_METHOD = "flat-now"
+MAX_RESPONSE_TOPIC = 256  # bytes; a reply address, not a document
 
 
 def dumps(obj: Any) -> bytes:
