@@ -109,6 +109,8 @@ def render_metrics(
     loop_lag_max_s: float,
     disk: dict[str, Any],
     login_failures: int,
+    login_checks: int = 0,
+    login_refused: int = 0,
 ) -> str:
     x = Exposition()
     s = hall.state
@@ -285,5 +287,11 @@ def render_metrics(
     )
     x.counter(
         "hall_admin_login_failures_total", "Wrong admin passwords since start.", login_failures
+    )
+    x.counter("hall_admin_login_checks_total", "Admin passwords checked (hashed).", login_checks)
+    x.counter(
+        "hall_admin_login_refused_total",
+        "Admin logins refused unchecked by the throttle (429).",
+        login_refused,
     )
     return x.text()
