@@ -88,6 +88,7 @@ class DisplayHandle:
 
     hub: Hub
     config: HallConfig
+    gate: KioskGate
     receipts: ReceiptPrinter | None = None  # set by the printer's wiring; None: no printing
     _printing: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -115,6 +116,7 @@ class DisplayHandle:
             "refreshes": s.refreshes,
             "messages": s.messages,
             "resyncs": s.resyncs,
+            "kiosk_refused": self.gate.stats(),
         }
 
 
@@ -130,7 +132,7 @@ def setup_display(
     Call before the app's runner is set up, after `hall.start()` has recovered the state.
     """
     hub = Hub(hall, config, build_id())
-    handle = DisplayHandle(hub, config, receipts)
+    handle = DisplayHandle(hub, config, KioskGate(config), receipts)
     app[HUB_KEY] = hub
     pages = _Pages(hall, config, hub, handle)
     r = app.router
@@ -181,7 +183,7 @@ class _Pages:
         self.hall = hall
         self.hub = hub
         self.handle = handle
-        self.gate = KioskGate(config)
+        self.gate = handle.gate
 
     @property
     def config(self) -> HallConfig:

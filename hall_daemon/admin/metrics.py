@@ -295,3 +295,9 @@ def render_metrics(
         login_refused,
     )
     return x.text()
+
+
+def _kiosk_refusals(handles: AdminHandles) -> dict[str, int]:
+    stats = read_stats(handles.display, "display")
+    refused = stats.get("kiosk_refused") if isinstance(stats, dict) else None
+    return {str(k): int(v) for k, v in refused.items()} if isinstance(refused, dict) else {}
