@@ -11,7 +11,8 @@
     GET  /static/display/...      CSS and JS; fonts are the system's Noto Sans CJK
 
 Every page is public (admin auth is elsewhere): screen and kiosk data are what a hall's TV
-shows anyway, and a ticket's data goes only to whoever presents its 128-bit token.
+shows anyway, and a ticket's data goes only to whoever presents its 128-bit token. Issuing
+and checking in are for the hall's kiosks only, at a kiosk's pace (kiosk_gate.py).
 Pages load nothing from outside the daemon; the Content-Security-Policy makes sure of it.
 """
 
