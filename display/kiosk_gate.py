@@ -62,6 +62,13 @@ class KioskGate:
         self._keys: list[tuple[bytes, str]] = []
         for kiosk in config.kiosks:
             self._add(kiosk)
+        if config.web.public_url and "kiosks" not in config.model_fields_set:
+            log.warning(
+                "kiosks: not set, so this PC (127.0.0.1, ::1) is the only kiosk; if %s "
+                "reaches the daemon through a proxy on this PC, every visitor comes from "
+                "127.0.0.1 and could issue tickets: list the kiosks in config.yaml",
+                config.web.public_url,
+            )
         limits = config.limits
         self.tickets = _buckets(limits.kiosk_tickets)
         self.codes = _buckets(limits.wrong_codes_per_kiosk)
