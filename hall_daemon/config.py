@@ -408,8 +408,8 @@ class LimitsConfig(_Model):
     # A kiosk serves one applicant at a time, a few seconds each; a script does not.
     kiosk_tickets: RateLimit = RateLimit(burst=10, every_s=5)
     # Refused check-in codes (unknown, too early, ...), per kiosk and for the whole hall.
-    wrong_codes_per_kiosk: RateLimit = RateLimit(burst=5, every_s=600)
-    wrong_codes_hall: RateLimit = RateLimit(burst=10, every_s=360)
+    wrong_codes_per_kiosk: RateLimit = RateLimit(burst=5, every_s=900)
+    wrong_codes_hall: RateLimit = RateLimit(burst=10, every_s=600)
 
 
 class HallConfig(_Model):
