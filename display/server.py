@@ -11,7 +11,8 @@
     GET  /static/display/...      CSS and JS; fonts are the system's Noto Sans CJK
 
 Every page is public (admin auth is elsewhere): screen and kiosk data are what a hall's TV
-shows anyway, and a ticket's data goes only to whoever presents its 128-bit token.
+shows anyway, and a ticket's data goes only to whoever presents its 128-bit token. Issuing
+and checking in are for the hall's kiosks only, at a kiosk's pace (kiosk_gate.py).
 Pages load nothing from outside the daemon; the Content-Security-Policy makes sure of it.
 """
 
@@ -36,8 +37,10 @@ from hall_daemon import commands as c
 from hall_daemon.config import HallConfig
 from hall_daemon.hall import Hall
 from hall_daemon.model import DomainError
+from hall_daemon.webedge import BodyError, read_json_object
 
 from .feed import Hub, dumps
+from .kiosk_gate import KioskGate, Refusal
 from .receipts import Receipt, ReceiptPrinter
 from .views import JSON, ticket_view
 
@@ -51,6 +54,7 @@ STATIC_ROUTE = "display_static"
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # secrets.token_urlsafe(16) gives 22 characters
 KIOSK_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_CODE = 256
+MAX_BODY = 4096  # a service code, a flag, a kiosk id, a 256-character code: far less
 PRINT_TIMEOUT_S = 30.0
 
 # No external resource can load, and nothing can frame the pages or post them elsewhere.
@@ -85,6 +89,7 @@ class DisplayHandle:
 
     hub: Hub
     config: HallConfig
+    gate: KioskGate
     receipts: ReceiptPrinter | None = None  # set by the printer's wiring; None: no printing
     _printing: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -112,6 +117,7 @@ class DisplayHandle:
             "refreshes": s.refreshes,
             "messages": s.messages,
             "resyncs": s.resyncs,
+            "kiosk_refused": self.gate.stats(),
         }
 
 
@@ -127,7 +133,7 @@ def setup_display(
     Call before the app's runner is set up, after `hall.start()` has recovered the state.
     """
     hub = Hub(hall, config, build_id())
-    handle = DisplayHandle(hub, config, receipts)
+    handle = DisplayHandle(hub, config, KioskGate(config), receipts)
     app[HUB_KEY] = hub
     pages = _Pages(hall, config, hub, handle)
     r = app.router
@@ -178,6 +184,7 @@ class _Pages:
         self.hall = hall
         self.hub = hub
         self.handle = handle
+        self.gate = handle.gate
 
     @property
     def config(self) -> HallConfig:
@@ -292,29 +299,48 @@ class _Pages:
         return await self.hub.serve(request, self.hub.kiosk)
 
     async def kiosk_ticket(self, request: web.Request) -> web.Response:
+        client = self.gate.client(request)
+        if isinstance(client, Refusal):
+            return _refused(client)
         body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
         service, priority = body.get("service"), body.get("priority", False)
         if not isinstance(service, str) or not isinstance(priority, bool):
             return _error(400, "invalid", "service (string) and priority (bool) expected")
+        refusal = self.gate.take_ticket(client)
+        if refusal is not None:
+            return _refused(refusal)
         token = secrets.token_urlsafe(16)
         command = c.TakeTicket(self.hall.now(), service, token, "dispenser", priority)
         return await self._issue(command, token, _kiosk_id(body))
 
     async def kiosk_code(self, request: web.Request) -> web.Response:
+        client = self.gate.client(request)
+        if isinstance(client, Refusal):
+            return _refused(client)
         body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
         code = body.get("code")
         if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE:
             return _error(400, "invalid", "code expected")
-        code = code.strip()
+        refusal = self.gate.take_code(client)
+        if refusal is not None:
+            return _refused(refusal)
+        answer = await self._check_in(code.strip(), _kiosk_id(body))
+        if answer.status == 200:
+            self.gate.code_accepted(client)
+        return answer
+
+    async def _check_in(self, code: str, kiosk: str) -> web.Response:
         token = _token_in(code)
         if token is not None and token in self.hall.state.by_token:
             # A remote ticket's QR code (taken in the app): it is in the queue already; show
             # it and print it, like a ticket taken here.
-            return self._ticket_response(token, _kiosk_id(body), existing=True)
+            return self._ticket_response(token, kiosk, existing=True)
         new_token = secrets.token_urlsafe(16)
-        return await self._issue(
-            c.CheckIn(self.hall.now(), code, new_token), new_token, _kiosk_id(body)
-        )
+        return await self._issue(c.CheckIn(self.hall.now(), code, new_token), new_token, kiosk)
 
     async def _issue(self, command: c.Command, token: str, kiosk: str) -> web.Response:
         try:
@@ -422,28 +448,28 @@ class _Pages:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    # Requiring JSON also keeps other web sites out: a cross-site form cannot send it, and
-    # a cross-site script would need a CORS preflight, which this server never grants.
-    if request.content_type != "application/json":
-        raise _refusal(web.HTTPUnsupportedMediaType, "send application/json")
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The body, or the answer refusing it.
+
+    Requiring JSON also keeps other web sites out: a cross-site form cannot send it, and a
+    cross-site script would need a CORS preflight, which this server never grants."""
     try:
-        body = await request.json()
-    except ValueError:
-        raise _refusal(web.HTTPBadRequest, "not JSON") from None
-    if not isinstance(body, dict):
-        raise _refusal(web.HTTPBadRequest, "a JSON object expected")
-    return body
-
-
-def _refusal(kind: type[web.HTTPError], message: str) -> web.HTTPError:
-    body = {"error": {"code": kind.status_code, "slug": "invalid", "message": message}}
-    return kind(text=dumps(body), content_type="application/json")
+        return await read_json_object(request, max_bytes=MAX_BODY)
+    except BodyError as exc:
+        return _error(exc.status, exc.slug, exc.message)
 
 
 def _error(status: int, slug: str, message: str) -> web.Response:
     return web.json_response(
         {"error": {"code": status, "slug": slug, "message": message}}, status=status
+    )
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    return web.json_response(
+        {"error": {"code": refusal.status, "slug": refusal.slug, "message": refusal.message}},
+        status=refusal.status,
+        headers=refusal.headers(),
     )
 
 

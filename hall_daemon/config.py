@@ -13,8 +13,10 @@ variable it names, and a database URL may not carry a password.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
+import stat
 import string
 import types
 from collections.abc import Hashable, Iterable, Iterator
@@ -364,6 +366,52 @@ class WebConfig(_Model):
         return self.public_url or f"http://{self.host}:{self.port}"
 
 
+def _ip_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError("not an IP address or network (192.168.1.21, 192.168.1.0/28)") from None
+
+
+KioskId = Annotated[str, _matching(r"[A-Za-z0-9_.-]{1,32}", "1-32 of A-Z a-z 0-9 _ . -")]
+KIOSK_KEY_MIN = 16
+
+
+class KioskConfig(_Model):
+    """A machine allowed to issue tickets from /kiosk: known by its address, or by the key
+    its browser sends (opened once as /kiosk?key=<key>), read from a file."""
+
+    id: KioskId
+    address: Annotated[str, AfterValidator(_ip_network)] | None = None
+    key_file: LocalPath | None = None
+
+    def read_key(self) -> str:
+        assert self.key_file is not None
+        return self.key_file.read_text(encoding="utf-8").strip()
+
+
+# Only this PC is a kiosk unless the hall lists its kiosks.
+THIS_PC_KIOSKS = (
+    KioskConfig(id="this-pc", address="127.0.0.1"),
+    KioskConfig(id="this-pc-v6", address="::1"),
+)
+
+
+class RateLimit(_Model):
+    """`burst` at once, then one more every `every_s` seconds."""
+
+    burst: int = Field(ge=1, le=100_000)
+    every_s: float = Field(gt=0, le=86_400)
+
+
+class LimitsConfig(_Model):
+    # A kiosk serves one applicant at a time, a few seconds each; a script does not.
+    kiosk_tickets: RateLimit = RateLimit(burst=10, every_s=5)
+    # Refused check-in codes (unknown, too early, ...), per kiosk and for the whole hall.
+    wrong_codes_per_kiosk: RateLimit = RateLimit(burst=5, every_s=900)
+    wrong_codes_hall: RateLimit = RateLimit(burst=10, every_s=600)
+
+
 class HallConfig(_Model):
     hall: HallInfo
     state_dir: LocalPath = Path("/var/lib/hall-daemon")
@@ -377,6 +425,8 @@ class HallConfig(_Model):
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    kiosks: tuple[KioskConfig, ...] = THIS_PC_KIOSKS
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     # Not part of the file: where it came from, so later messages can point into it.
     _source: Path | None = PrivateAttr(default=None)
@@ -482,6 +532,7 @@ class HallConfig(_Model):
             *_check_screens(self),
             *_check_voice(self),
             *_check_mqtt(self),
+            *_check_kiosks(self),
         ]
 
 
@@ -841,3 +892,31 @@ def _check_mqtt(config: HallConfig) -> Problems:
         yield ("mqtt", "password_env"), "give password_file or password_env, not both"
     if mqtt.tls is not None and (mqtt.tls.cert is None) != (mqtt.tls.key is None):
         yield ("mqtt", "tls"), "cert and key go together"
+
+
+def _check_kiosks(config: HallConfig) -> Problems:
+    ids = ((k.id, ("kiosks", i)) for i, k in enumerate(config.kiosks))
+    for kiosk_id, loc, first in _first_seen(ids):
+        yield (*loc, "id"), f"kiosk {kiosk_id!r} is already listed at {format_loc(first)}"
+    for i, k in enumerate(config.kiosks):
+        if (k.address is None) == (k.key_file is None):
+            yield ("kiosks", i), "give address or key_file (one of them)"
+        elif k.key_file is not None:
+            yield from ((("kiosks", i, "key_file"), p) for p in _key_file_problems(k))
+
+
+def _key_file_problems(kiosk: KioskConfig) -> Iterator[str]:
+    assert kiosk.key_file is not None
+    try:
+        mode = kiosk.key_file.stat().st_mode
+        key = kiosk.read_key()
+    except OSError as exc:
+        yield f"cannot read {kiosk.key_file}: {exc.strerror or exc}"
+        return
+    except UnicodeDecodeError:
+        yield f"{kiosk.key_file} is not UTF-8 text"
+        return
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        yield f"{kiosk.key_file} is readable or writable by everyone: chmod 600 (or 640) it"
+    elif len(key) < KIOSK_KEY_MIN:
+        yield f"the key in {kiosk.key_file} is shorter than {KIOSK_KEY_MIN} characters"

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .hall import Hall
+from .webedge import hide_server_banner
 
 HALL_KEY = web.AppKey("hall", Hall)
 LOOP_LAG_LIMIT_S = 1.0  # /healthz says "not ready" when the event loop falls this far behind
@@ -119,6 +120,7 @@ async def queues(request: web.Request) -> web.Response:
 
 
 def make_app(hall: Hall) -> web.Application:
+    hide_server_banner()
     app = web.Application(client_max_size=64 * 1024)
     app[HALL_KEY] = hall
     monitor = app[LOOP_KEY] = LoopMonitor()

@@ -1,10 +1,9 @@
 """A hall with its screens and admin pages served on a free loopback port, for the admin
-browser tests: it yields the hall, the port and the admin password the first start logged."""
+browser tests: it yields the hall, the port and the admin password the first start made."""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -15,6 +14,7 @@ from aiohttp import web
 
 from display import setup_display
 from hall_daemon.admin import setup_admin
+from hall_daemon.admin.auth import INITIAL_NAME
 from hall_daemon.config import load_config
 from hall_daemon.hall import Hall
 from hall_daemon.store import Store
@@ -22,7 +22,6 @@ from hall_daemon.web import make_app
 from tests.daemon_harness import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$")
 
 
 @asynccontextmanager
@@ -40,11 +39,10 @@ async def admin_hall(
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    found = [PASSWORD_LINE.search(r.getMessage()) for r in caplog.records]
-    passwords = [m.group(1) for m in found if m]
-    assert len(passwords) == 1, "the first start logs the password exactly once"
+    password = (tmp_path / INITIAL_NAME).read_text(encoding="utf-8").strip()
+    assert not any(password in r.getMessage() for r in caplog.records), "never logged"
     try:
-        yield hall, port, passwords[0]
+        yield hall, port, password
     finally:
         await runner.cleanup()
         await hall.stop()

@@ -1,6 +1,6 @@
-"""The admin side of the real `hall-daemon run` process: the first start logs a password
-once (a restart does not), it logs in, and /metrics parses with the real outputs' figures
-(ports, MQTT, voice) while /healthz stays public."""
+"""The admin side of the real `hall-daemon run` process: the first start makes a password
+(a restart does not) and says where it is, it logs in, and /metrics parses with the real
+outputs' figures (ports, MQTT, voice) while /healthz stays public."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .test_admin_metrics import parse_exposition
 
 pytestmark = pytest.mark.service
 
-PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$", re.M)
+PASSWORD_NOTE = re.compile(r"admin password generated: it is in (\S+) ", re.M)
 
 
 ADMIN_PAGES = ("/metrics", "/admin/api/status", "/admin/stats.csv", "/admin/receipts/sample.png")
@@ -51,9 +51,11 @@ def test_first_start_password_login_and_metrics_of_the_real_daemon(tmp_path: Pat
     d = Daemon(write_config(tmp_path, web_port=port), port)
     d.start()
     try:
-        passwords = PASSWORD_LINE.findall(d.log_text())
-        assert len(passwords) == 1
-        anonymous, text, status = asyncio.run(scrape(port, passwords[0]))
+        initial = tmp_path / "state" / "admin-password.initial"
+        assert PASSWORD_NOTE.findall(d.log_text()) == [str(initial)]
+        password = initial.read_text().strip()
+        assert password not in d.log_text()
+        anonymous, text, status = asyncio.run(scrape(port, password))
         assert anonymous == 401 and status == 200
         series = parse_exposition(text)
         names = {name for name, _labels in series}
@@ -75,8 +77,8 @@ def test_first_start_password_login_and_metrics_of_the_real_daemon(tmp_path: Pat
         assert d.stop() == 0
     d.start()
     try:
-        assert len(PASSWORD_LINE.findall(d.log_text())) == 1  # not again on a restart
+        assert len(PASSWORD_NOTE.findall(d.log_text())) == 1  # not again on a restart
         stored = (tmp_path / "state" / "admin-password.json").read_text()
-        assert passwords[0] not in stored
+        assert password not in stored
     finally:
         assert d.stop() == 0

@@ -1,6 +1,7 @@
 """The admin gate, in-process on a real hall (SQLite in tmp) behind aiohttp's test server:
 no session, no CSRF token or another site's Origin changes nothing; wrong passwords are
-throttled; the password is generated once, logged once and stored only as a hash."""
+throttled; the password is generated once, left in a private file the log names, and stored
+only as a hash."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hall_daemon import cli
 from hall_daemon import commands as c
 from hall_daemon.admin import AdminHandle, setup_admin
-from hall_daemon.admin.auth import FILE_NAME, PasswordFile
+from hall_daemon.admin.auth import FILE_NAME, INITIAL_NAME, PasswordFile
+from hall_daemon.admin.ratelimit import FREE_FAILURES
 from hall_daemon.config import HallConfig, load_config
 from hall_daemon.hall import Hall
 from hall_daemon.store import Store
@@ -33,7 +35,6 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
-PASSWORD_LINE = re.compile(r"admin password generated .*: (\S+)$")
 
 # What a visitor may reach without logging in (issue 9: /healthz and the display pages).
 PUBLIC_ROUTES = {
@@ -125,11 +126,9 @@ async def make_rig(
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     password = None
-    if caplog is not None:
-        for rec in caplog.records:
-            m = PASSWORD_LINE.search(rec.getMessage())
-            if m:
-                password = m.group(1)
+    initial = state_dir / INITIAL_NAME
+    if caplog is not None and initial.exists():
+        password = initial.read_text(encoding="utf-8").strip()
     try:
         yield Rig(hall, client, admin, password)
     finally:
@@ -141,7 +140,7 @@ async def make_rig(
 async def rig(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Rig]:
     caplog.set_level(logging.INFO)
     async for r in make_rig(tmp_path, caplog):
-        assert r.password is not None, "the first start must log the password"
+        assert r.password is not None, "the first start must make a password"
         yield r
 
 
@@ -150,14 +149,17 @@ def concrete(pattern: str) -> str:
     return re.sub(r"\{(\w+)(?::[^}]*)?\}", lambda m: samples.get(m.group(1), "1"), pattern)
 
 
-async def test_first_start_logs_the_password_once_and_keeps_only_its_hash(
+async def test_first_start_leaves_the_password_in_a_private_file_and_keeps_its_hash(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     async for r in make_rig(tmp_path, caplog):
         assert r.password is not None and len(r.password) >= 16
-        lines = [rec for rec in caplog.records if r.password in rec.getMessage()]
-        assert len(lines) == 1
+        assert not any(r.password in rec.getMessage() for rec in caplog.records)
+        initial = tmp_path / INITIAL_NAME
+        assert stat.S_IMODE(initial.stat().st_mode) == 0o600
+        [note] = [rec.getMessage() for rec in caplog.records if str(initial) in rec.getMessage()]
+        assert "set-password" in note
         path = tmp_path / FILE_NAME
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         text = path.read_text()
@@ -166,9 +168,9 @@ async def test_first_start_logs_the_password_once_and_keeps_only_its_hash(
         await r.login()
         first = r.password
     caplog.clear()
-    async for r in make_rig(tmp_path, caplog):  # a restart: no new password, none logged
-        assert r.password is None
-        assert not any(first in rec.getMessage() for rec in caplog.records)
+    async for r in make_rig(tmp_path, caplog):  # a restart: no new password
+        assert not any("password generated" in rec.getMessage() for rec in caplog.records)
+        assert (tmp_path / INITIAL_NAME).read_text().strip() == first
         await r.login(first)
 
 
@@ -284,8 +286,8 @@ async def test_twenty_wrong_passwords_are_throttled(rig: Rig) -> None:
         statuses.append(r.status)
         if r.status == 429:
             assert int(r.headers[hdrs.RETRY_AFTER]) >= 1
-    assert statuses[:5] == [401] * 5
-    assert statuses[5:] == [429] * 15
+    assert statuses[:FREE_FAILURES] == [401] * FREE_FAILURES
+    assert statuses[FREE_FAILURES:] == [429] * (20 - FREE_FAILURES)
     # While throttled even the right password is not tried.
     r = await rig.client.post(
         "/admin/login",
@@ -355,6 +357,7 @@ async def test_set_password_replaces_it_and_ends_old_sessions(
     assert "a new long admin password" not in stored
     assert stat.S_IMODE((tmp_path / FILE_NAME).stat().st_mode) == 0o600
     assert PasswordFile(tmp_path).verify("a new long admin password")
+    assert not (tmp_path / INITIAL_NAME).exists()  # the generated one's file went with it
     # The running daemon: the old session is over, the old password wrong, the new one right.
     assert (await rig.client.get("/admin/api/status")).status == 401
     r = await rig.client.post(
@@ -398,27 +401,64 @@ async def test_healthz_says_not_ready_when_the_loop_lags(rig: Rig) -> None:
     assert r.status == 503 and body["loop"] is False and body["store"] is True
 
 
-def test_throttle_waits_grow_per_address_and_a_flood_brakes_everyone() -> None:
-    from hall_daemon.admin.ratelimit import GLOBAL_FAILURES, LoginThrottle
+def test_throttle_counts_each_try_before_its_check_and_waits_grow() -> None:
+    from hall_daemon.admin.ratelimit import (
+        FIRST_WAIT_S,
+        GLOBAL_FAILURES,
+        LoginAttempt,
+        LoginThrottle,
+    )
 
     t = LoginThrottle()
     now = 0.0
+    tries = [t.reserve("10.0.0.1", now) for _ in range(200)]  # all at once, none checked yet
+    attempts = [a for a in tries if isinstance(a, LoginAttempt)]
+    assert len(attempts) == FREE_FAILURES
+    assert all(w == FIRST_WAIT_S for w in tries[FREE_FAILURES:])
+    waits: list[float] = [FIRST_WAIT_S]
     for _ in range(4):
-        t.failed("10.0.0.1", now)
-    assert t.retry_after("10.0.0.1", now) == 0  # four wrong passwords: no wait yet
-    waits = []
-    for _ in range(4):
-        t.failed("10.0.0.1", now)
-        waits.append(t.retry_after("10.0.0.1", now))
-    assert waits == [1.0, 2.0, 4.0, 8.0]
-    assert t.retry_after("10.0.0.2", now) == 0  # another address is not held up
-    t.succeeded("10.0.0.1")
-    assert t.retry_after("10.0.0.1", now) == 0
-    # Wrong passwords from many addresses at once: everyone waits a minute.
+        now += waits[-1]  # tried again as soon as allowed: checked, then a longer wait
+        assert isinstance(t.reserve("10.0.0.1", now), LoginAttempt)
+        wait = t.reserve("10.0.0.1", now)
+        assert isinstance(wait, float)
+        waits.append(wait)
+    waits = waits[1:]
+    assert waits == [FIRST_WAIT_S * 2, FIRST_WAIT_S * 4, FIRST_WAIT_S * 8, FIRST_WAIT_S * 16]
+    assert isinstance(t.reserve("10.0.0.2", now), LoginAttempt)  # another address: no wait
+    right = t.reserve("10.0.0.3", now)
+    assert isinstance(right, LoginAttempt)
+    t.succeeded(right)
+    assert t.failures("10.0.0.3") == 0
+    # Wrong passwords from many addresses at once: everyone waits a minute, but this PC.
     for i in range(GLOBAL_FAILURES):
-        t.failed(f"10.1.{i // 250}.{i % 250}", now + 1)
-    assert t.retry_after("10.9.9.9", now + 2) > 0
-    assert t.retry_after("10.9.9.9", now + 62) == 0
+        t.reserve(f"10.1.{i // 250}.{i % 250}", now + 1)
+    assert t.reserve("10.9.9.9", now + 2) == pytest.approx(59.0)
+    assert isinstance(t.reserve("127.0.0.1", now + 2), LoginAttempt)
+    assert isinstance(t.reserve("::1", now + 2), LoginAttempt)
+    assert isinstance(t.reserve("10.9.9.9", now + 62), LoginAttempt)
+
+
+def test_client_keys_group_an_ipv6_range_and_unwrap_mapped_ipv4() -> None:
+    from hall_daemon.admin.ratelimit import client_key
+
+    assert client_key("2001:db8:1:2::5") == client_key("2001:db8:1:2:ffff::1")
+    assert client_key("2001:db8:1:2::5") != client_key("2001:db8:1:3::5")
+    assert client_key("::ffff:192.168.1.21") == "192.168.1.21"
+    assert client_key("::1") == "::1" and client_key(None) == "unknown"
+
+
+def test_token_buckets_refill_refuse_with_the_wait_and_stay_bounded() -> None:
+    from hall_daemon.admin.ratelimit import TokenBuckets
+
+    b = TokenBuckets(burst=3, every_s=10.0, max_clients=100)
+    assert [b.take("k", 0.0) for _ in range(4)] == [0.0, 0.0, 0.0, 10.0]
+    assert b.take("k", 5.0) == pytest.approx(5.0)
+    assert b.take("k", 10.0) == 0.0
+    b.give_back("k", 10.0)
+    assert b.take("k", 10.0) == 0.0
+    for i in range(10_000):
+        b.take(f"10.0.{i // 250}.{i % 250}", 20.0)
+    assert len(b) == 100
 
 
 async def test_the_notice_survives_a_restart_of_the_hall(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_unknown_top_level_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert problems_in(text, tmp_path, monkeypatch) == [
         "config.yaml:16 servics: unknown field; did you mean 'services'?",
         "config.yaml:17 language: unknown field; expected one of: hall, state_dir, storage, "
-        "queue, services, counters, ports, printer, screens, voice, mqtt, web",
+        "queue, services, counters, ports, printer, screens, voice, mqtt, web, kiosks, limits",
     ]
 
 

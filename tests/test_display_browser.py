@@ -22,7 +22,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, expect
 
 from hall_daemon import commands as c
-from hall_daemon.config import OpeningHours
+from hall_daemon.config import KioskConfig, OpeningHours
 from tests.display_harness import CONFIG, SHOTS, T0, HallServer, open_page, tok
 
 pytestmark = [pytest.mark.service, pytest.mark.asyncio(loop_scope="module")]
@@ -325,6 +325,52 @@ async def test_kiosk_issues_tickets_checks_in_codes_and_resets(
     assert server.hall.state.tickets["A004"].priority is True  # issued before the reset
     watch.check()
     await page.context.close()
+
+
+async def test_a_kiosk_known_by_its_key_keeps_it_and_another_machine_is_told(
+    browser: Browser, tmp_path: Path
+) -> None:
+    key = "lobby-kiosk-key-" + tok()
+    key_file = tmp_path / "lobby.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    lobby = KioskConfig(id="lobby", key_file=key_file)
+    server = HallServer(tmp_path / "hall.db", config=CONFIG.model_copy(update={"kiosks": (lobby,)}))
+    await server.start_hall()
+    await server.start_web()
+    try:
+        # Not a kiosk (this PC is none once the hall lists its kiosks): a clear message.
+        page, watch = await open_page(
+            browser, f"{server.url}/kiosk", server.url, width=1280, height=1024, has_touch=True
+        )
+        await expect(page.locator("body")).to_have_attribute("data-conn", "online")
+        await page.locator('#services .service[data-service="A"]').tap()
+        await expect(page.locator("#error")).to_have_attribute("data-slug", "not-a-kiosk")
+        await expect(page.locator("#error .zh")).to_have_text("本机未登记为取号机，请联系工作人员")
+        watch.check()
+        await page.context.close()
+
+        # The lobby kiosk's browser is opened once with its key, which then leaves the URL.
+        page, watch = await open_page(
+            browser,
+            f"{server.url}/kiosk?kiosk=lobby&key={key}",
+            server.url,
+            width=1280,
+            height=1024,
+            has_touch=True,
+        )
+        await expect(page.locator("body")).to_have_attribute("data-conn", "online")
+        assert key not in page.url and page.url.endswith("/kiosk?kiosk=lobby")
+        await page.locator('#services .service[data-service="A"]').tap()
+        await expect(page.locator("#result-number")).to_have_text("A001")
+        await page.reload()  # kept in the browser: a restart of the kiosk needs no key
+        await expect(page.locator("body")).to_have_attribute("data-conn", "online")
+        await page.locator('#services .service[data-service="B"]').tap()
+        await expect(page.locator("#result-number")).to_have_text("B001")
+        watch.check()
+        await page.context.close()
+    finally:
+        await server.stop()
 
 
 # --- the applicant's page -----------------------------------------------------------------------

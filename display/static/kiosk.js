@@ -4,6 +4,10 @@
  * Tickets are issued by POSTing to the daemon, which runs the same TakeTicket / CheckIn
  * commands a serial dispenser does. Which services can be taken (open, not full) and their
  * queues arrive over the feed like a screen's.
+ *
+ * A kiosk the hall knows by a key (config.yaml kiosks: key_file) is opened once as
+ * /kiosk?key=<key>: the page keeps the key in this browser's storage, takes it out of the
+ * address bar, and sends it with every request.
  */
 "use strict";
 
@@ -13,6 +17,8 @@
   const IDLE_MS = Number(body.dataset.idle || "15") * 1000;
   const KIOSK = body.dataset.kiosk || "kiosk";
   const REQUEST_TIMEOUT_MS = 8000;
+  const KEY_STORE = "hall-kiosk-key";
+  const KEY = kioskKey();
 
   const ERRORS = {
     "service-closed": ["该业务当前不在办理时间", "This service is closed now"],
@@ -24,6 +30,9 @@
     "already-checked-in": ["该预约已签到取号", "This appointment is already checked in"],
     "store-unavailable": ["系统繁忙，请重试", "System busy, please try again"],
     network: ["网络故障，请重试或联系工作人员", "Network problem: try again or ask the staff"],
+    "not-a-kiosk": ["本机未登记为取号机，请联系工作人员", "This machine is not registered as a kiosk: please ask the staff"],
+    "too-many-tickets": ["取号过于频繁，请稍候再试", "Too many tickets at once: please wait a moment"],
+    "too-many-codes": ["预约码错误次数过多，请稍后再试或到窗口办理", "Too many wrong codes: try again later or ask at a counter"],
   };
   const FALLBACK = ["暂时无法取号，请联系工作人员", "Cannot issue a ticket now: please ask the staff"];
   const REASONS = { closed: ["未到办理时间", "Closed now"], full: ["今日已满", "Full today"] };
@@ -77,7 +86,24 @@
   }
 
   // -- issuing -----------------------------------------------------------------------------
+  function kioskKey() {
+    const url = new URL(window.location.href);
+    const given = url.searchParams.get("key");
+    try {
+      if (given) {
+        window.localStorage.setItem(KEY_STORE, given);
+        url.searchParams.delete("key"); // off the screen and out of the history
+        window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+      }
+      return window.localStorage.getItem(KEY_STORE) || "";
+    } catch (e) {
+      return given || ""; // no storage (private mode): the key lasts as long as the page
+    }
+  }
+
   async function post(path, payload) {
+    const headers = { "Content-Type": "application/json" };
+    if (KEY) headers["X-Kiosk-Key"] = KEY;
     const ctl = new AbortController();
     const timer = setTimeout(function () {
       ctl.abort();
@@ -85,7 +111,7 @@
     try {
       const r = await fetch(path, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: headers,
         body: JSON.stringify(payload),
         signal: ctl.signal,
       });

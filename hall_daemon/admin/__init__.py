@@ -231,6 +231,8 @@ class _Routes:
             loop_lag_max_s=monitor.max_lag_s,
             disk=h.feed.disk,
             login_failures=h.guard.failed_logins,
+            login_checks=h.guard.login_checks,
+            login_refused=h.guard.throttle.refused,
         )
         return web.Response(
             body=body.encode("utf-8"),

@@ -1,7 +1,9 @@
 """The admin password: only its scrypt hash is kept, in a 0600 file in the state directory.
 
 There is no default password. On the first start the daemon makes a random one, stores its
-hash and logs the password once; `hall-daemon set-password` replaces it. Hashing costs
+hash, and leaves the password itself in `admin-password.initial` (0600, beside the hash) for
+whoever reads the state folder as root or the daemon's user; the log only says where.
+`hall-daemon set-password` replaces it and removes that file. Hashing costs
 tens of milliseconds and 32 MiB on purpose, so the daemon runs it on a worker thread.
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FILE_NAME = "admin-password.json"
+INITIAL_NAME = "admin-password.initial"
 # scrypt with n = 2**15, r = 8 needs 32 MiB; the default maxmem (32 MiB) is just too small.
 SCRYPT_N = 2**15
 SCRYPT_R = 8
@@ -142,20 +145,23 @@ class PasswordFile:
 
     def write(self, stored: PasswordHash) -> None:
         """Atomically, created 0600 from the start (never briefly world-readable)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{FILE_NAME}.{secrets.token_hex(4)}.tmp")
+        self._write_private(self.path, stored.to_json() + "\n")
+        self._cached = None
+
+    def _write_private(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             self._keep_owner(fd)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(stored.to_json() + "\n")
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._cached = None
 
     def _keep_owner(self, fd: int) -> None:
         """root running set-password must not take the file away from the daemon's user."""
@@ -167,17 +173,26 @@ class PasswordFile:
             return
         os.fchown(fd, st.st_uid, st.st_gid)
 
-    def set(self, password: str) -> None:
-        """Blocking: hash and store a new password."""
-        self.write(hash_password(password))
+    @property
+    def initial_path(self) -> Path:
+        return self.path.with_name(INITIAL_NAME)
 
-    def ensure(self) -> str | None:
-        """Blocking: on the first start make a password; return it (to be logged once)."""
+    def set(self, password: str) -> None:
+        """Blocking: hash and store a new password; the generated one's file goes."""
+        self.write(hash_password(password))
+        self.initial_path.unlink(missing_ok=True)
+
+    def ensure(self) -> Path | None:
+        """Blocking: on the first start make a password; return the private file it is in.
+
+        The password's file is written before its hash: a crash between the two leaves no
+        hash, so the next start makes a new password rather than one nobody knows."""
         if self.exists():
             return None
         password = generate_password()
-        self.set(password)
-        return password
+        self._write_private(self.initial_path, password + "\n")
+        self.write(hash_password(password))
+        return self.initial_path
 
     def verify(self, password: str) -> bool:
         """Blocking. False also when the file is missing or unreadable (logged)."""

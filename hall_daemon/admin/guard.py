@@ -23,7 +23,7 @@ from aiohttp import hdrs, web
 
 from .auth import PasswordFile
 from .pages import bi, esc, render, template
-from .ratelimit import LoginThrottle
+from .ratelimit import LoginAttempt, LoginThrottle, client_key
 from .sessions import (
     COOKIE,
     CSRF_FIELD,
@@ -107,16 +107,17 @@ class Guard:
         self.clock = clock
         self.logins = 0
         self.failed_logins = 0
+        self.login_checks = 0  # passwords actually hashed: what a burst of tries costs
         self._worker = ThreadPoolExecutor(MAX_VERIFYING, thread_name_prefix="admin-auth")
         self._verifying = asyncio.Semaphore(MAX_VERIFYING)
         self._metrics_token: tuple[float, str | None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        """The first start makes the admin password; it is logged this once, never again."""
+        """The first start makes the admin password and leaves it in a private file."""
         loop = asyncio.get_running_loop()
         try:
-            password = await loop.run_in_executor(self._worker, self.passwords.ensure)
+            initial = await loop.run_in_executor(self._worker, self.passwords.ensure)
         except OSError as exc:
             # The hall runs on without its admin page rather than not at all.
             log.error(
@@ -126,11 +127,13 @@ class Guard:
                 exc,
             )
             return
-        if password is not None:
+        if initial is not None:
             log.warning(
-                "admin password generated (shown once; change it with `hall-daemon "
-                "set-password`): %s",
-                password,
+                "admin password generated: it is in %s (readable only by the daemon's user; "
+                "e.g. `sudo cat %s`); `hall-daemon set-password` sets your own and removes "
+                "that file",
+                initial,
+                initial,
             )
 
     async def close(self) -> None:
@@ -219,24 +222,18 @@ class Guard:
         # a browser into this daemon (login CSRF).
         if not same_origin(request, self.public_url):
             return _refuse(403, "bad-origin", "request from another site refused")
-        client = request.remote or "unknown"
-        wait = self.throttle.retry_after(client, self.clock())
-        if wait > 0:
+        client = client_key(request.remote)
+        attempt = self.throttle.reserve(client, self.clock())
+        if not isinstance(attempt, LoginAttempt):
             text = bi("尝试次数过多，请稍后再试。", "Too many tries; wait a little.")
             message = f'<p class="flash bad">{text}</p>'
-            return self.login_page("/admin/", message, 429, retry_after=wait)
+            return self.login_page("/admin/", message, 429, retry_after=attempt)
         form = await request.post()
         password = form.get("password")
         next_url = _safe_next(str(form.get("next") or ""))
-        ok = False
-        if isinstance(password, str):
-            async with self._verifying:
-                ok = await asyncio.get_running_loop().run_in_executor(
-                    self._worker, self.passwords.verify, password
-                )
+        ok = isinstance(password, str) and await self._check(password)
         if not ok:
             self.failed_logins += 1
-            self.throttle.failed(client, self.clock())
             log.warning(
                 "admin login failed from %s (%d in a row)",
                 client,
@@ -244,7 +241,7 @@ class Guard:
             )
             message = f'<p class="flash bad">{bi("密码错误。", "Wrong password.")}</p>'
             return self.login_page(next_url, message, 401)
-        self.throttle.succeeded(client)
+        self.throttle.succeeded(attempt)
         self.logins += 1
         session = self.sessions.create(self.clock(), self.passwords.version(), client)
         log.info("admin logged in from %s", client)
@@ -258,6 +255,14 @@ class Guard:
             path="/",
         )
         raise response
+
+    async def _check(self, password: str) -> bool:
+        """scrypt on a worker thread, at most MAX_VERIFYING at once."""
+        async with self._verifying:
+            self.login_checks += 1
+            return await asyncio.get_running_loop().run_in_executor(
+                self._worker, self.passwords.verify, password
+            )
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         session: Session | None = request.get(SESSION_KEY)

@@ -120,6 +120,8 @@ def render_metrics(
     loop_lag_max_s: float,
     disk: dict[str, Any],
     login_failures: int,
+    login_checks: int = 0,
+    login_refused: int = 0,
 ) -> str:
     x = Exposition()
     s = hall.state
@@ -314,4 +316,16 @@ def render_metrics(
     x.counter(
         "hall_admin_login_failures_total", "Wrong admin passwords since start.", login_failures
     )
+    x.counter("hall_admin_login_checks_total", "Admin passwords checked (hashed).", login_checks)
+    x.counter(
+        "hall_admin_login_refused_total",
+        "Admin logins refused unchecked by the throttle (429).",
+        login_refused,
+    )
     return x.text()
+
+
+def _kiosk_refusals(handles: AdminHandles) -> dict[str, int]:
+    stats = read_stats(handles.display, "display")
+    refused = stats.get("kiosk_refused") if isinstance(stats, dict) else None
+    return {str(k): int(v) for k, v in refused.items()} if isinstance(refused, dict) else {}

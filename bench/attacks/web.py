@@ -1,0 +1,179 @@
+"""Issue 17's web attacks at full size on a real daemon (loopback only): login bursts, a kiosk
+ticket flood, check-in code guessing, deeply nested JSON.
+
+    .venv/bin/python bench/attack.py web
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+
+from hall_daemon import commands as c
+from hall_daemon.config import load_config
+from hall_daemon.hall import Hall
+from hall_daemon.store import Store
+from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
+
+PASSWORD = "the hall admin's own password"
+APPOINTMENT = "000777"
+LOGIN_BURST = 200
+KIOSK_FLOOD = 200
+CODE_GUESSES = 2000
+STRANGERS = 60  # other addresses (127.0.0.2 ...) sending wrong passwords
+
+
+def _config(tmp: Path, port: int) -> Path:
+    return write_config(
+        tmp,
+        web_port=port,
+        **{
+            r"(?m)^(voice:\n  enabled:) true": r"\1 false",
+            r"(?m)^(mqtt:\n  enabled:) true": r"\1 false",
+            r"socket://127\.0\.0\.1:7001": f"socket://127.0.0.1:{free_port()}",
+            r"socket://127\.0\.0\.1:7002": f"socket://127.0.0.1:{free_port()}",
+        },
+    )
+
+
+def _seed_appointment(config: Path) -> None:
+    async def seed() -> None:
+        hall_config = load_config(config)
+        hall_config.state_dir.mkdir(parents=True, exist_ok=True)
+        hall = Hall(hall_config.to_spec(), Store(hall_config.database_url()))
+        await hall.start()
+        now = hall.now()
+        start, end = now + timedelta(minutes=10), now + timedelta(minutes=70)
+        await hall.submit(c.UpsertAppointment(now, APPOINTMENT, "B", start, end))
+        await hall.stop()
+
+    asyncio.run(seed())
+
+
+def _session(source: str = "127.0.0.1") -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=0)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _login(s: aiohttp.ClientSession, base: str, password: str) -> tuple[int, float]:
+    async with s.post(
+        base + "/admin/login",
+        data={"password": password},
+        headers={"Origin": base},
+        allow_redirects=False,
+    ) as r:
+        await r.read()
+        return r.status, float(r.headers.get("Retry-After", "0"))
+
+
+async def _burst(base: str, source: str, n: int) -> list[int]:
+    async with _session(source) as s:
+        answers = await asyncio.gather(*(_login(s, base, f"wrong {i}") for i in range(n)))
+    return [status for status, _ in answers]
+
+
+async def _checks(s: aiohttp.ClientSession, base: str) -> float:
+    async with s.get(base + "/metrics") as r:
+        m = re.search(r"(?m)^hall_admin_login_checks_total (\S+)$", await r.text())
+        return float(m.group(1)) if m else float("nan")
+
+
+async def _until_admin_gets_in(base: str) -> float:
+    started = time.monotonic()
+    async with _session() as s:
+        while True:
+            status, retry = await _login(s, base, PASSWORD)
+            if status == 303:
+                return time.monotonic() - started
+            await asyncio.sleep(max(retry, 0.1))
+
+
+async def _logins(daemon: Daemon, base: str) -> dict[str, object]:
+    assert daemon.proc is not None
+    async with _session() as admin:
+        assert (await _login(admin, base, PASSWORD))[0] == 303
+        before, cpu = await _checks(admin, base), _cpu_s(daemon.proc.pid)
+        statuses = await _burst(base, "127.0.0.1", LOGIN_BURST)
+        checks = await _checks(admin, base) - before
+        cpu = _cpu_s(daemon.proc.pid) - cpu
+    same_pc_wait = await _until_admin_gets_in(base)
+    for i in range(STRANGERS):
+        await _burst(base, f"127.0.0.{i + 2}", 3)
+    braked = (await _burst(base, f"127.0.0.{STRANGERS + 2}", 1))[0]
+    after_brake = await _until_admin_gets_in(base)
+    return {
+        "login_checks_per_200_burst": int(checks),
+        "login_burst_429": statuses.count(429),
+        "login_burst_daemon_cpu_s": round(cpu, 2),
+        "admin_in_after_own_burst_s": round(same_pc_wait, 1),
+        "stranger_status_under_hall_brake": braked,
+        "admin_in_under_hall_brake_s": round(after_brake, 2),
+    }
+
+
+async def _post(s: aiohttp.ClientSession, url: str, data: str) -> int:
+    async with s.post(url, data=data, headers={"Content-Type": "application/json"}) as r:
+        await r.read()
+        return r.status
+
+
+async def _kiosk(daemon: Daemon, base: str) -> dict[str, object]:
+    ticket = json.dumps({"service": "A"})
+    async with _session() as s:
+        flood = await asyncio.gather(
+            *(_post(s, base + "/kiosk/ticket", ticket) for _ in range(KIOSK_FLOOD))
+        )
+        guesses = await asyncio.gather(
+            *(
+                _post(s, base + "/kiosk/code", json.dumps({"code": f"{i:06d}"}))
+                for i in range(CODE_GUESSES)
+            )
+        )
+        deep = "[" * 1500 + "]" * 1500
+        deep_status = await _post(s, base + "/kiosk/ticket", deep)
+    async with _session("127.0.0.2") as stranger:
+        not_kiosk = await _post(stranger, base + "/kiosk/ticket", ticket)
+    _, queues = daemon.get("/api/queues")
+    waiting = {q["service"]: q["waiting"] for q in queues["services"]}
+    return {
+        "kiosk_tickets_issued_per_200": flood.count(200),
+        "kiosk_flood_429": flood.count(429),
+        "service_A_waiting_of_daily_limit_200": waiting["A"],
+        "checkins_accepted_per_2000_guesses": guesses.count(200),
+        "checkin_guesses_looked_up": CODE_GUESSES - guesses.count(429),
+        "non_kiosk_status": not_kiosk,
+        "deep_json_status": deep_status,
+    }
+
+
+def run() -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="attack-web-") as tmp:
+        port = free_port()
+        config = _config(Path(tmp), port)
+        done = hall_daemon("set-password", "-c", str(config), "--stdin", input=PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+        _seed_appointment(config)
+        daemon = Daemon(config, port)
+        daemon.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            figures = asyncio.run(_logins(daemon, base))
+            figures |= asyncio.run(_kiosk(daemon, base))
+            server = daemon.get("/healthz")
+            figures["healthz_after"] = server[0]
+        finally:
+            daemon.stop()
+        return figures
