@@ -205,7 +205,14 @@ class Hall:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                await self._run_batch()
+                try:
+                    await self._run_batch()
+                except Exception as exc:
+                    # Outside the engine (the bus, a snapshot): the writer must live on, or
+                    # every later command would wait for ever.
+                    log.exception("the hall writer failed on a batch; rebuilding the hall")
+                    self.stats.engine_failed(exc)
+                    await self._rebuild()
 
     async def _run_batch(self) -> None:
         if self.stats.recovery_error and not await self._rebuild():
@@ -234,9 +241,22 @@ class Hall:
                 broken = True
                 break
         self.stats.commands += len(batch)
-        stored = await self._commit(events)
+        try:
+            stored = await self._commit(events)
+        except BaseException:
+            for p, *_ in batch:  # nobody may wait for ever, whatever the commit did
+                if not p.future.done():
+                    p.future.set_exception(HallUnavailable("internal error, see the log"))
+            raise
         if stored is None or broken:
             await self._rebuild()
+        self._answer(batch, stored)
+
+    def _answer(
+        self,
+        batch: list[tuple[_Pending, int, int, DomainError | None]],
+        stored: list[StoredEvent] | None,
+    ) -> None:
         for p, start, end, error in batch:
             if p.future.done():  # the submitter went away (cancelled); its events still stand
                 continue

@@ -131,3 +131,25 @@ async def test_a_hall_whose_writer_died_says_so_and_refuses_at_once(tmp_path: Pa
     finally:
         hall._task = None
         await hall.stop()
+
+
+async def test_the_writer_lives_on_when_a_batch_fails_outside_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hall = Hall(SPEC, Store(Store.sqlite_url(tmp_path / "hall.db")), clock=lambda: T0)
+    await hall.start()
+    try:
+        publish = hall.bus.publish
+
+        def broken_once(events: Any) -> None:
+            monkeypatch.setattr(hall.bus, "publish", publish)
+            raise RuntimeError("a subscriber's queue broke")
+
+        monkeypatch.setattr(hall.bus, "publish", broken_once)
+        with pytest.raises(HallUnavailable):  # answered, not left waiting
+            await asyncio.wait_for(hall.submit(c.TakeTicket(T0, "A", "tok-1")), 5)
+        assert hall.problem() is None and hall.stats.engine_failures == 1
+        stored = await asyncio.wait_for(hall.submit(c.TakeTicket(T0, "A", "tok-2")), 5)
+        assert stored[0].data["number"] == "A002"  # A001 was committed before the bus broke
+    finally:
+        await hall.stop()
