@@ -53,7 +53,6 @@ class HealthWatch:
     def __init__(self, port: int) -> None:
         self.port = port
         self.seen: Counter[str] = Counter()
-        self.changes: list[str] = []  # "<seconds>:<status>" at each change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -66,13 +65,8 @@ class HealthWatch:
         self._thread.join()
 
     def _poll(self) -> None:
-        started, last = time.monotonic(), ""
         while not self._stop.wait(0.1):
-            status = _healthz(self.port)
-            self.seen[status] += 1
-            if status != last:
-                self.changes.append(f"{time.monotonic() - started:.1f}s:{status}")
-                last = status
+            self.seen[_healthz(self.port)] += 1
 
 
 def _healthz(port: int) -> str:
@@ -144,18 +138,23 @@ def _attack(tmp: Path, broker: Broker) -> dict[str, object]:
         daemon.start()
         try:
             rec.wait_for(lambda r: r.status() == "online")
+            healthz: dict[str, str] = {}
             with HealthWatch(web) as health:
                 figures |= _hostile_upserts(rec)
+                healthz["after_upserts"] = _healthz(web)
                 time.sleep(max(0.0, reset_at + 0.5 - time.time()))
                 figures |= _after_the_reset(daemon, rec, "day_reset")
+                healthz["after_reset"] = _healthz(web)
                 daemon.stop()
                 figures["restart_ok"] = _restarted(daemon, rec, "restart")
+                healthz["after_restart"] = _healthz(web)
                 daemon.stop()
                 _poison_log(config)
                 figures["old_log_restart_ok"] = _restarted(daemon, rec, "old-log")
-            figures["healthz_seen"] = dict(health.seen)
-            figures["healthz_changes"] = health.changes
-            figures["healthz_final"] = _healthz(web)
+                healthz["after_old_log_restart"] = _healthz(web)
+            figures["healthz"] = healthz
+            # Polled every 100 ms throughout; "down" is the gap of a restart.
+            figures["healthz_polled"] = dict(health.seen)
         finally:
             daemon.stop()
     return figures
