@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 256
+# Internal errors in a row after which the hall says it is broken: one odd command is a bug
+# to log, but a run of them means no command gets through (and systemd should restart us).
+ENGINE_FAILURE_LIMIT = 3
 WARM_ROW_DAYS = 7  # days of history the forecaster's trees are trained on at start
 
 
@@ -57,6 +60,41 @@ class WriterStats:
     commit_failures: int = 0
     last_commit_s: float = 0.0
     last_commit_ok: bool = True
+    last_commit_error: str = ""
+    engine_failures: int = 0
+    engine_failures_in_a_row: int = 0
+    last_engine_error: str = ""
+    recovery_error: str = ""  # set while the state could not be rebuilt from the store
+
+    def engine_ran(self) -> None:
+        self.engine_failures_in_a_row = 0
+
+    def engine_failed(self, exc: BaseException) -> None:
+        self.engine_failures += 1
+        self.engine_failures_in_a_row += 1
+        self.last_engine_error = _describe(exc)
+
+    def commit_failed(self, exc: BaseException) -> None:
+        self.commit_failures += 1
+        self.last_commit_ok = False
+        self.last_commit_error = _describe(exc)
+
+    def problem(self) -> str | None:
+        """Why the writer cannot take commands now, judged by what it saw; None if it can."""
+        if self.recovery_error:
+            return f"could not rebuild the hall from the store: {self.recovery_error}"
+        if not self.last_commit_ok:
+            return f"the last commit failed: {self.last_commit_error}"
+        if self.engine_failures_in_a_row >= ENGINE_FAILURE_LIMIT:
+            return (
+                f"the engine failed on the last {self.engine_failures_in_a_row} commands: "
+                f"{self.last_engine_error}"
+            )
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class Hall:
@@ -137,13 +175,26 @@ class Hall:
 
     @property
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done() and self.stats.last_commit_ok
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why the hall cannot take commands now (for /healthz, the watchdog, the status
+        page), or None."""
+        task = self._task
+        if task is None:
+            return "the hall writer is not running (starting or stopped)"
+        if task.done():
+            error = None if task.cancelled() else task.exception()
+            return "the hall writer stopped" + (f": {_describe(error)}" if error else "")
+        return self.stats.problem()
 
     # -- commands --------------------------------------------------------------------------
     async def submit(self, command: c.Command) -> list[StoredEvent]:
         """Run a command; return its committed events. Raises DomainError if it cannot apply."""
         if not self._accepting:
             raise HallUnavailable("the hall is not taking commands (starting or stopping)")
+        if self._task is not None and self._task.done():
+            raise HallUnavailable("the hall writer stopped; see the log")
         future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(command, future))
         self._wakeup.set()
@@ -154,9 +205,19 @@ class Hall:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                await self._run_batch()
+                try:
+                    await self._run_batch()
+                except Exception as exc:
+                    # Outside the engine (the bus, a snapshot): the writer must live on, or
+                    # every later command would wait for ever.
+                    log.exception("the hall writer failed on a batch; rebuilding the hall")
+                    self.stats.engine_failed(exc)
+                    await self._rebuild()
 
     async def _run_batch(self) -> None:
+        if self.stats.recovery_error and not await self._rebuild():
+            self._refuse_queued()
+            return
         batch: list[tuple[_Pending, int, int, DomainError | None]] = []
         events: list[Event] = []
         broken = False
@@ -166,20 +227,36 @@ class Hall:
             try:
                 events.extend(self.engine.execute(p.command))
                 batch.append((p, start, len(events), None))
+                self.stats.engine_ran()
             except DomainError as exc:
                 events.extend(exc.events)
                 batch.append((p, start, start, exc))
-            except Exception:
+                self.stats.engine_ran()
+            except Exception as exc:
                 # An engine bug: its state may hold half a command. Commit what came before,
                 # refuse this one, and rebuild the state from the store.
                 log.exception("engine failed on %r", p.command)
+                self.stats.engine_failed(exc)
                 batch.append((p, start, start, HallUnavailable("internal error, see the log")))
                 broken = True
                 break
         self.stats.commands += len(batch)
-        stored = await self._commit(events)
+        try:
+            stored = await self._commit(events)
+        except BaseException:
+            for p, *_ in batch:  # nobody may wait for ever, whatever the commit did
+                if not p.future.done():
+                    p.future.set_exception(HallUnavailable("internal error, see the log"))
+            raise
         if stored is None or broken:
-            self.engine = await self.io(self._recover)
+            await self._rebuild()
+        self._answer(batch, stored)
+
+    def _answer(
+        self,
+        batch: list[tuple[_Pending, int, int, DomainError | None]],
+        stored: list[StoredEvent] | None,
+    ) -> None:
         for p, start, end, error in batch:
             if p.future.done():  # the submitter went away (cancelled); its events still stand
                 continue
@@ -190,6 +267,24 @@ class Hall:
                 p.future.set_exception(error)
             else:
                 p.future.set_result(stored[start:end])
+
+    async def _rebuild(self) -> bool:
+        """The state from the store again; while that fails, the hall refuses every command
+        (and says why) rather than run on a state that may hold half a command."""
+        try:
+            self.engine = await self.io(self._recover)
+        except Exception as exc:
+            log.exception("could not rebuild the hall from the store")
+            self.stats.recovery_error = _describe(exc)
+            return False
+        self.stats.recovery_error = ""
+        return True
+
+    def _refuse_queued(self) -> None:
+        while self._queue:
+            p = self._queue.popleft()
+            if not p.future.done():
+                p.future.set_exception(HallUnavailable("the hall is rebuilding; try again"))
 
     async def _commit(self, events: list[Event]) -> list[StoredEvent] | None:
         if not events:
@@ -205,9 +300,8 @@ class Hall:
             stored = await self.io(
                 self.store.append, events, (lambda _seq: snapshot) if snapshot else None
             )
-        except StoreError:
-            self.stats.commit_failures += 1
-            self.stats.last_commit_ok = False
+        except StoreError as exc:
+            self.stats.commit_failed(exc)
             log.exception(
                 "could not commit %d events; rebuilding the hall from the store", len(events)
             )

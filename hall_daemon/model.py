@@ -68,9 +68,15 @@ class HallSpec:
         return ZoneInfo(self.timezone)
 
     def business_day(self, at: datetime) -> date:
-        """The hall day `at` belongs to: numbers restart at `day_reset_hour` local time."""
-        local = at.astimezone(self.tz())
-        return (local - timedelta(hours=self.day_reset_hour)).date()
+        """The hall day `at` belongs to: numbers restart at `day_reset_hour` local time.
+
+        Total: a time at the calendar's edge (year 1 or 9999 with an offset) belongs to its
+        first or last day instead of raising, so no value in a log can stop a day reset."""
+        try:
+            local = at.astimezone(self.tz())
+            return (local - timedelta(hours=self.day_reset_hour)).date()
+        except OverflowError:
+            return date.max if at.year > 1 else date.min
 
 
 class DomainError(Exception):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from .limits import appointment_holdable
 from .model import HallSpec
 
 WAITING, CALLED, SERVING, SUSPENDED = "waiting", "called", "serving", "suspended"
@@ -259,7 +260,9 @@ class HallState:
                 datetime.fromisoformat(ad["end"]),
                 ad["ticket"],
             )
-            s.appointments[a.code] = a
+            # A snapshot written before the limits may hold one the calendar cannot.
+            if appointment_holdable(a.start, a.end):
+                s.appointments[a.code] = a
         s.devices = {k: (v[0], v[1]) for k, v in d["devices"].items()}
         s.notice = d.get("notice", "")  # snapshots from before notices were set have none
         return s

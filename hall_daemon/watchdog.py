@@ -2,8 +2,9 @@
 
 Each round checks three things before sending WATCHDOG=1: the event loop is not lagging,
 the store takes a write on its I/O worker within a timeout, and the hall's writer task is
-alive with its last commit good. If any check fails we log why and skip the pet, so systemd
-restarts us after WatchdogSec instead of keeping a hall that silently takes no tickets.
+alive with its last commit good and its engine not failing command after command. If any
+check fails we log why and skip the pet, so systemd restarts us after WatchdogSec instead
+of keeping a hall that silently takes no tickets.
 """
 
 from __future__ import annotations
@@ -40,12 +41,18 @@ def watchdog_plan(environ: dict[str, str] | None = None) -> WatchdogPlan | None:
     return WatchdogPlan(interval_s=int(usec) / 2_000_000)
 
 
-async def health_problem(hall: Hall, lag_s: float) -> str | None:
-    """Why the hall is not healthy right now, or None."""
+def verdict(lag_s: float, writer_problem: str | None) -> str | None:
+    """What the loop and the writer say, before the store is asked: why not to pet, or None."""
     if lag_s > LOOP_LAG_LIMIT_S:
         return f"event loop lagged {lag_s:.1f} s"
-    if not hall.healthy:
-        return "the hall writer is stopped or its last commit failed"
+    return writer_problem
+
+
+async def health_problem(hall: Hall, lag_s: float) -> str | None:
+    """Why the hall is not healthy right now, or None."""
+    problem = verdict(lag_s, hall.problem())
+    if problem is not None:
+        return problem
     try:
         # A real write, on the store's own thread: a locked or read-only database shows here.
         stamp = str(int(time.time()))

@@ -90,7 +90,9 @@ def queue_view(hall: Hall) -> dict[str, Any]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Ready (200) only when the store answers, the writer runs and the loop keeps time."""
+    """Ready (200) only when the store answers, the writer runs (its last commit worked and
+    the engine is not failing command after command) and the loop keeps time; else 503 and
+    the first `reason` found."""
     hall = request.app[HALL_KEY]
     monitor = request.app[LOOP_KEY]
     started = time.perf_counter()
@@ -102,11 +104,19 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception:
         store_ok = False
     loop_ok = loop_lag < LOOP_LAG_LIMIT_S
-    ok = hall.healthy and store_ok and loop_ok
+    writer_problem = hall.problem()
+    problems = [
+        writer_problem,
+        None if store_ok else "the store did not answer a read within 2 s",
+        None if loop_ok else f"the event loop lags {loop_lag:.1f} s",
+    ]
+    reason = next((p for p in problems if p is not None), None)
+    ok = reason is None
     body = {
         "ok": ok,
+        "reason": reason,
         "store": store_ok,
-        "writer": hall.healthy,
+        "writer": writer_problem is None,
         "loop": loop_ok,
         "seq": hall.store.last_seq(),
         "boot": hall.boot,

@@ -222,11 +222,11 @@ class _Fields:
             when = datetime.fromisoformat(value)
         except ValueError:
             raise self.refuse(
-                400, "bad-value", f"field {name!r} must be an ISO 8601 time, got {value!r}"
+                400, "bad-time", f"field {name!r} must be an ISO 8601 time, got {value!r}"
             ) from None
         if when.tzinfo is None or when.utcoffset() is None:
             raise self.refuse(
-                400, "bad-value", f"field {name!r} needs a UTC offset, e.g. 2026-11-27T09:00+08:00"
+                400, "bad-time", f"field {name!r} needs a UTC offset, e.g. 2026-11-27T09:00+08:00"
             )
         return when
 
@@ -291,7 +291,7 @@ def parse(name: str, payload: bytes, services: frozenset[str]) -> Request:
         service = f.service(services)
         start, end = f.time("start"), f.time("end")
         if start >= end:
-            raise f.refuse(400, "bad-value", "'start' must be before 'end'")
+            raise f.refuse(400, "bad-time", "'start' must be before 'end'")
         return UpsertAppointment(command_id, code, service, start, end)
     if name == "appointment.cancel":
         return CancelAppointment(command_id, f.required("code"))

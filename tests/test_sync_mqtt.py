@@ -452,7 +452,7 @@ BAD = [
         {"v": 1, "id": "b-10", "code": "X", "service": "A", "start": "2026-11-27T11:00+08:00",
          "end": "2026-11-27T10:00+08:00"},
         400,
-        "bad-value",
+        "bad-time",
     ),
     ("appointment.cancel", {"v": 1, "id": "b-11", "code": "none"}, 404, "unknown-code"),
     ("ticket.teleport", {"v": 1, "id": "b-12"}, 404, "unknown-command"),

@@ -326,19 +326,19 @@ BAD = [
         "appointment.upsert",
         cmd(code="X", service="A", start="tomorrow", end="2026-11-27T10:00+08:00"),
         400,
-        "bad-value",
+        "bad-time",
     ),
     (
         "appointment.upsert",
         cmd(code="X", service="A", start="2026-11-27T10:00", end="2026-11-27T11:00"),
         400,
-        "bad-value",
+        "bad-time",
     ),
     (
         "appointment.upsert",
         cmd(code="X", service="A", start="2026-11-27T11:00+08:00", end="2026-11-27T10:00+08:00"),
         400,
-        "bad-value",
+        "bad-time",
     ),
     (
         "appointment.upsert",

@@ -295,12 +295,17 @@ def render_metrics(
     x.gauge("hall_event_seq", "The seq of the last committed event.", hall.store.last_seq())
     x.gauge(
         "hall_writer_healthy",
-        "1 when the single writer runs and its last commit worked.",
+        "1 when the writer runs, its last commit worked and the engine is not failing.",
         hall.healthy,
     )
     x.counter("hall_writer_commits_total", "Store commits.", w.commits)
     x.counter("hall_writer_commit_failures_total", "Store commits that failed.", w.commit_failures)
     x.counter("hall_writer_refused_total", "Commands the engine refused.", w.refused)
+    x.counter(
+        "hall_writer_engine_failures_total",
+        "Commands the engine failed on (internal errors, see the log).",
+        w.engine_failures,
+    )
     x.gauge("hall_writer_last_commit_seconds", "Duration of the last commit.", w.last_commit_s)
     x.family(
         "hall_bus_dropped_total",

@@ -231,6 +231,8 @@ def status_view(
         "disk": disk,
         "writer": {
             "healthy": hall.healthy,
+            "problem": hall.problem(),
+            "engine_failures": w.engine_failures,
             "commands": w.commands,
             "refused": w.refused,
             "events": w.events,

@@ -101,7 +101,7 @@
     }
     const d = s.disk || {};
     rows.push([bi("磁盘", "Disk"), esc(d.path) + " · " + bi("剩余", "free") + " " + bytes(d.free_bytes) + (d.free_percent !== undefined ? " (" + d.free_percent + " %)" : "")]);
-    rows.push([bi("写入", "Writer"), (s.writer.healthy ? '<span class="ok">OK</span>' : '<span class="bad">' + bi("故障", "failing") + "</span>") + " · seq " + esc(s.seq) + " · " + esc(s.writer.last_commit_ms) + " ms"]);
+    rows.push([bi("写入", "Writer"), (s.writer.healthy ? '<span class="ok">OK</span>' : '<span class="bad">' + bi("故障", "failing") + "</span> " + esc(s.writer.problem || "")) + " · seq " + esc(s.seq) + " · " + esc(s.writer.last_commit_ms) + " ms"]);
     rows.push([bi("事件循环延迟", "Loop lag"), esc(s.loop_lag_ms) + " ms"]);
     document.getElementById("system").innerHTML = rows.map((r) => "<tr><th>" + r[0] + "</th><td>" + r[1] + "</td></tr>").join("");
 
