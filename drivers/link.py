@@ -110,6 +110,12 @@ class SerialPort(Protocol):
     def close(self) -> None: ...
 
 
+class Unopened(Protocol):
+    """A pyserial port made with do_not_open=True (the stubs' SerialBase lacks open)."""
+
+    def open(self) -> None: ...
+
+
 def open_port(url: str, baudrate: int) -> SerialPort:
     # A read timeout rather than timeout=0: the reader thread blocks in read() and looks at
     # its stop flag between reads.
@@ -120,11 +126,11 @@ def open_port(url: str, baudrate: int) -> SerialPort:
         write_timeout=WRITE_TIMEOUT_S,
         do_not_open=True,
     )
-    open_keeping_input(port)
+    open_keeping_input(cast(Unopened, port))
     return cast(SerialPort, port)
 
 
-def open_keeping_input(port: serial.SerialBase) -> None:
+def open_keeping_input(port: Unopened) -> None:
     """Open `port` without the input flush pyserial does on open.
 
     A device that speaks as soon as the link is up (a dispenser sending the TAKE pressed
