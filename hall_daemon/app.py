@@ -30,6 +30,7 @@ from sync import SyncHandle, start_sync
 from . import commands as c
 from .admin import AdminHandle, AdminHandles, setup_admin
 from .config import ConfigError, HallConfig
+from .filemodes import ensure_state_dir
 from .hall import Hall
 from .model import DomainError
 from .reload import reload_config
@@ -78,7 +79,7 @@ async def _every(period: float, name: str, job: Callable[[], Awaitable[object]])
 class Daemon:
     def __init__(self, config: HallConfig) -> None:
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(config.state_dir)
         spec = config.to_spec()
         warp = os.environ.get(CLOCK_ENV)
         self.hall = Hall(
