@@ -1,0 +1,148 @@
+"""Issue 17's connection, file and link-up attacks, replayed against the real daemon process.
+
+Idle and trickling connections under systemd's default open-file limit, a flood of display
+WebSockets from one address, files others could read, and a dispenser whose request
+arrives as its link comes up. Loopback only (127.0.0.x source addresses).
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.attack_conn_harness import (
+    EagerDispenser,
+    LimitedDaemon,
+    fresh_daemon,
+    hall_config,
+    umask,
+)
+from tests.daemon_harness import free_port, hall_daemon
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[LimitedDaemon]]:
+    started: list[LimitedDaemon] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def test_the_first_start_keeps_the_state_folder_and_database_from_other_users(
+    tmp_path: Path, daemons: list[LimitedDaemon]
+) -> None:
+    daemon = fresh_daemon(tmp_path, nofile=None)
+    daemons.append(daemon)
+    with umask(0o022):  # a shell's usual umask: 0755 folders, 0644 files
+        daemon.start()
+    state = tmp_path / "state"
+    assert mode(state) == 0o750
+    db = state / "hall.db"
+    assert mode(db) == 0o600
+    for suffix in ("-wal", "-shm"):
+        assert mode(db.with_name(db.name + suffix)) == 0o600, suffix
+    assert daemon.stop() == 0
+
+
+def test_a_too_open_state_folder_and_database_are_tightened_at_start(
+    tmp_path: Path, daemons: list[LimitedDaemon]
+) -> None:
+    daemon = fresh_daemon(tmp_path, nofile=None)
+    daemons.append(daemon)
+    daemon.start()
+    assert daemon.stop() == 0
+    state, db = tmp_path / "state", tmp_path / "state" / "hall.db"
+    state.chmod(0o777)
+    db.chmod(0o666)
+    daemon.start()
+    assert mode(state) == 0o750 and mode(db) == 0o600
+    assert daemon.stop() == 0
+
+
+def secret(tmp_path: Path, name: str, file_mode: int) -> Path:
+    path = tmp_path / name
+    path.write_text("s3cret-token-0123456789\n")
+    path.chmod(file_mode)
+    return path
+
+
+def test_check_config_and_run_refuse_secret_files_others_can_read(tmp_path: Path) -> None:
+    token = secret(tmp_path, "metrics-token", 0o644)
+    password = secret(tmp_path, "mqtt-password", 0o604)
+    config = hall_config(
+        tmp_path,
+        free_port(),
+        **{},
+    )
+    text = config.read_text()
+    text = text.replace(
+        "  # metrics_token_file: /etc/hall-daemon/metrics-token", f"  metrics_token_file: {token}"
+    )
+    text = text.replace(
+        "  # password_file: /etc/hall-daemon/mqtt-password", f"  password_file: {password}"
+    )
+    config.write_text(text)
+    lines = text.splitlines()
+    token_line = next(
+        i for i, t in enumerate(lines, 1) if "metrics_token_file:" in t and "#" not in t
+    )
+    password_line = next(
+        i for i, t in enumerate(lines, 1) if "password_file:" in t and "#" not in t
+    )
+
+    for args in (["check-config", str(config)], ["run", "-c", str(config)]):
+        result = hall_daemon(*args)
+        assert result.returncode == 2, result.stderr
+        assert (
+            f"config.yaml:{token_line} web.metrics_token_file: {token} is readable by others "
+            "(mode 0644); chmod 600 it"
+        ) in result.stderr
+        assert (
+            f"config.yaml:{password_line} mqtt.password_file: {password} is readable by others "
+            "(mode 0604); chmod 600 it"
+        ) in result.stderr
+
+    token.chmod(0o600)
+    password.chmod(0o640)  # root:hall-daemon 0640 is how a package would install it
+    result = hall_daemon("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+
+
+# -- the link-up race ------------------------------------------------------------------------
+
+
+def test_a_take_that_arrives_as_the_dispenser_link_comes_up_is_answered(
+    tmp_path: Path, daemons: list[LimitedDaemon]
+) -> None:
+    dispenser = EagerDispenser()
+    try:
+        port = free_port()
+        daemon = LimitedDaemon(hall_config(tmp_path, port, dispenser.port), port, nofile=None)
+        daemons.append(daemon)
+        for start in range(2):  # the first start, then a restart
+            dispenser.arm()
+            daemon.start()
+            # Three link-ups per run: the start's, then two reconnections after the link
+            # dropped (0.5 s and 1 s of backoff).
+            dispenser.wait(3 * (start + 1), timeout=8.0)
+            dispenser.disarm()  # a TAKE cut off by the stop itself proves nothing
+            assert daemon.stop() == 0
+    finally:
+        dispenser.close()
+    assert len(dispenser.replies) >= 6, dispenser.replies
+    for n, reply in enumerate(dispenser.replies, start=1):
+        assert reply is not None, f"TAKE #{n} was never answered: {dispenser.replies}"
+        assert re.fullmatch(rb"(TICKET A\d{3} A \d+ \d+|ERR 409 [a-z-]+) #%d\n" % n, reply)
