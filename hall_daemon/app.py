@@ -30,6 +30,7 @@ from sync import SyncHandle, start_sync
 from . import commands as c
 from .admin import AdminHandle, AdminHandles, setup_admin
 from .config import ConfigError, HallConfig
+from .connections import FrontDoor, start_web
 from .filemodes import ensure_state_dir
 from .hall import Hall
 from .model import DomainError
@@ -92,6 +93,7 @@ class Daemon:
             log.warning("%s=%s: the hall runs on a simulated clock", CLOCK_ENV, warp)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.front_door: FrontDoor | None = None
         self.ports: PortManager | None = None
         self.voice: VoiceHandle | None = None
         self.printer: PrinterHandle | None = None
@@ -127,10 +129,7 @@ class Daemon:
             printer=self.printer,
         )
         self.admin = setup_admin(app, self.hall, self.config, handles)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.web.host, self.config.web.port)
-        await site.start()
+        self._runner, self.front_door = await start_web(app, self.config.web)
         log.info("web server on http://%s:%d/", self.config.web.host, self.config.web.port)
         loop = asyncio.get_running_loop()
         self._tasks += [

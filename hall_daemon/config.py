@@ -353,12 +353,26 @@ class MqttConfig(_Model):
     protocol: Literal[5, 311] = 5
 
 
+class WebLimits(_Model):
+    """What one client, and all of them together, may hold of the web server."""
+
+    # Also kept 256 under the process's open-file limit, for the database, ports and voice.
+    connections: int = Field(default=768, ge=16, le=1_000_000)
+    connections_per_client: int = Field(default=256, ge=1)
+    head_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    idle_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    # Screen and kiosk WebSockets from one address; an applicant page's are capped per ticket.
+    feeds_per_client: int = Field(default=16, ge=1)
+    feeds_per_ticket: int = Field(default=4, ge=1)
+
+
 class WebConfig(_Model):
     host: Text = "127.0.0.1"
     port: Port = 8080
     public_url: Annotated[str, AfterValidator(_http_url)] | None = None
     # A file holding the token Prometheus sends as `Authorization: Bearer` for /metrics.
     metrics_token_file: LocalPath | None = None
+    limits: WebLimits = Field(default_factory=WebLimits)
 
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"

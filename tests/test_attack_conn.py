@@ -8,7 +8,9 @@ arrives as its link comes up. Loopback only (127.0.0.x source addresses).
 from __future__ import annotations
 
 import re
+import resource
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +19,15 @@ import pytest
 from tests.attack_conn_harness import (
     EagerDispenser,
     LimitedDaemon,
+    answered_or_closed,
+    close_all,
+    connect_from,
     fresh_daemon,
     hall_config,
+    hold_idle,
+    timed_get,
     umask,
+    websocket_handshake,
 )
 from tests.daemon_harness import free_port, hall_daemon
 
@@ -32,6 +40,14 @@ def daemons() -> Iterator[list[LimitedDaemon]]:
     yield started
     for d in started:
         d.kill()
+
+
+@pytest.fixture(autouse=True)
+def enough_descriptors() -> None:
+    """This process holds the attack's connections: lift its own soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
 
 
 def mode(path: Path) -> int:
@@ -146,3 +162,111 @@ def test_a_take_that_arrives_as_the_dispenser_link_comes_up_is_answered(
     for n, reply in enumerate(dispenser.replies, start=1):
         assert reply is not None, f"TAKE #{n} was never answered: {dispenser.replies}"
         assert re.fullmatch(rb"(TICKET A\d{3} A \d+ \d+|ERR 409 [a-z-]+) #%d\n" % n, reply)
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+def log_lines(daemon: LimitedDaemon) -> int:
+    return daemon.log_text().count("\n")
+
+
+def test_1100_idle_connections_under_nofile_1024_leave_healthz_answering(
+    tmp_path: Path, daemons: list[LimitedDaemon]
+) -> None:
+    daemon = fresh_daemon(tmp_path, nofile=1024)
+    daemons.append(daemon)
+    daemon.start()
+    before = log_lines(daemon)
+    sources = [f"127.0.0.{i}" for i in range(2, 7)]  # 220 each: under the per-client limit
+    held = hold_idle(daemon.web_port, 1100, sources)
+    try:
+        status, took = timed_get(daemon.web_port)
+        assert status == 200 and took < 3.0, (status, took)
+        assert daemon.get("/api/queues")[0] == 200
+        time.sleep(1.0)
+        status, took = timed_get(daemon.web_port)
+        assert status == 200 and took < 3.0, (status, took)
+    finally:
+        close_all(held)
+    text = daemon.log_text()
+    assert "out of system resource" not in text and "Too many open files" not in text
+    assert log_lines(daemon) - before < 20, text[-3000:]
+    assert daemon.stop() == 0
+
+
+def test_one_address_holds_only_its_share_and_hears_why(
+    tmp_path: Path, daemons: list[LimitedDaemon]
+) -> None:
+    daemon = fresh_daemon(tmp_path, nofile=1024)
+    daemons.append(daemon)
+    daemon.start()
+    held = hold_idle(daemon.web_port, 300, ["127.0.0.9"])
+    try:
+        time.sleep(0.3)
+        answers = [answered_or_closed(s) for s in held]
+        refused = [a for a in answers if a is not None]
+        assert len(held) - len(refused) == 256, len(refused)
+        assert any(a.startswith(b"HTTP/1.1 503 ") for a in refused), refused[:3]
+        status, took = timed_get(daemon.web_port)  # another address: unaffected
+        assert status == 200 and took < 3.0
+    finally:
+        close_all(held)
+    assert daemon.stop() == 0
+
+
+def test_silent_and_trickling_connections_are_closed_within_the_head_timeout(
+    tmp_path: Path, daemons: list[LimitedDaemon]
+) -> None:
+    daemon = fresh_daemon(tmp_path, nofile=None)
+    daemons.append(daemon)
+    daemon.start()
+    silent = connect_from("127.0.0.2", daemon.web_port)
+    trickle = connect_from("127.0.0.3", daemon.web_port)
+    trickle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    started = time.monotonic()
+    answers: dict[str, bytes] = {}
+    try:
+        while time.monotonic() - started < 8.0 and len(answers) < 2:
+            for name, sock in (("silent", silent), ("trickle", trickle)):
+                if name not in answers and (got := answered_or_closed(sock)) is not None:
+                    answers[name] = got
+            if "trickle" not in answers:
+                try:
+                    trickle.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    answers.setdefault("trickle", b"")
+            time.sleep(0.25)
+        took = time.monotonic() - started
+    finally:
+        close_all([silent, trickle])
+    assert set(answers) == {"silent", "trickle"}, f"still open after {took:.1f} s"
+    assert took < 7.0
+    assert answers["silent"].startswith(b"HTTP/1.1 408 "), answers
+    assert daemon.stop() == 0
+
+
+def test_5000_screen_websockets_from_one_address_are_capped_and_a_real_screen_connects(
+    tmp_path: Path, daemons: list[LimitedDaemon]
+) -> None:
+    daemon = fresh_daemon(tmp_path, nofile=1024)
+    daemons.append(daemon)
+    daemon.start()
+    attempts, opened, statuses = 400, [], []
+    try:
+        for _ in range(attempts):  # the per-client connection limit refuses the rest sooner
+            try:
+                sock = connect_from("127.0.0.3", daemon.web_port)
+                statuses.append(websocket_handshake(sock, "/ws/screen/hall"))
+                opened.append(sock)
+            except OSError:
+                statuses.append(b"reset")
+        upgraded = sum(s.startswith(b"HTTP/1.1 101") for s in statuses)
+        assert upgraded == 16, statuses[:20]
+        assert any(s.startswith(b"HTTP/1.1 429") for s in statuses)
+        screen = connect_from("127.0.0.2", daemon.web_port)
+        opened.append(screen)
+        assert websocket_handshake(screen, "/ws/screen/hall").startswith(b"HTTP/1.1 101")
+    finally:
+        close_all(opened)
+    assert daemon.stop() == 0

@@ -1,0 +1,331 @@
+"""The web server's front door: who may hold a connection, for how long, and how many.
+
+Screens, kiosks and phones share one aiohttp server with /healthz and the admin page, so no
+client may use it up. Every accepted connection is judged before aiohttp parses a byte:
+
+- one client address holds at most `web.limits.connections_per_client` connections; the
+  next is answered 503 and closed at once;
+- all clients together hold at most `web.limits.connections`, and never more than the
+  open-file limit less FD_RESERVE (the database, serial ports, MQTT and voice need file
+  descriptors too, and pyserial's select() needs them numbered under 1024). When full, the
+  oldest connection that has not yet sent a request head makes room (503), so a flood of
+  idle connections cannot keep a fresh client, or systemd's health check, out;
+- a request head must be complete within `web.limits.head_timeout_s` (408, closed), and a
+  kept-alive connection idle for `web.limits.idle_timeout_s` is closed by aiohttp.
+
+The accept loop is our own rather than asyncio's: asyncio logs every EMFILE of a burst
+with a traceback and re-arms itself once per failed attempt. Here an accept error pauses
+accepting for ACCEPT_PAUSE_S, and errors and refusals are logged once a minute with counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import resource
+import socket
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .config import WebConfig, WebLimits
+
+log = logging.getLogger(__name__)
+
+FD_RESERVE = 256  # descriptors kept for everything but web clients
+MIN_CONNECTIONS = 8
+ACCEPT_BATCH = 64  # connections taken per wake-up, so one flood cannot hog the loop
+ACCEPT_PAUSE_S = 0.5  # after an accept error (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+BACKLOG = 128
+REPORT_EVERY_S = 60.0
+SELECT_LIMIT = 1024  # FD_SETSIZE
+
+
+def _answer(status: str, text: str, extra: str = "") -> bytes:
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status}\r\nConnection: close\r\n{extra}"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+TOO_MANY = _answer("503 Service Unavailable", "too many connections\n", "Retry-After: 5\r\n")
+HEAD_TIMEOUT = _answer("408 Request Timeout", "request head not received in time\n")
+
+
+def connection_cap(configured: int) -> int:
+    """The total the server admits: the configured one, kept clear of the open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(min(configured, soft - FD_RESERVE), MIN_CONNECTIONS)
+
+
+@dataclass
+class DoorStats:
+    accepted: int = 0
+    refused_per_client: int = 0
+    refused_full: int = 0
+    made_room: int = 0  # idle connections closed for a newcomer
+    head_timeouts: int = 0
+    accept_errors: int = 0
+
+
+class Reporter:
+    """A warning at most once per REPORT_EVERY_S, carrying what was counted meanwhile."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.counts: Counter[str] = Counter()
+        self._last = -REPORT_EVERY_S
+
+    def count(self, kind: str) -> None:
+        self.counts[kind] += 1
+        now = time.monotonic()
+        if now - self._last >= REPORT_EVERY_S:
+            self._last = now
+            detail = ", ".join(f"{n} {k}" for k, n in self.counts.most_common())
+            log.warning("web: %s in the last %g s: %s", self.what, REPORT_EVERY_S, detail)
+            self.counts.clear()
+
+
+class FrontDoor:
+    """The connections held, per client address, and who is still waiting to speak."""
+
+    def __init__(self, limits: WebLimits, cap: int) -> None:
+        self.limits = limits
+        self.cap = cap
+        self.held: set[GuardedConnection] = set()
+        self.per_client: Counter[str] = Counter()
+        self.silent: OrderedDict[GuardedConnection, None] = OrderedDict()  # oldest first
+        self.stats = DoorStats()
+        self.refusals = Reporter("connections refused")
+
+    def refusal(self, client: str) -> str | None:
+        """Why a new connection from `client` is refused, or None to admit it."""
+        if self.per_client[client] >= self.limits.connections_per_client:
+            self.stats.refused_per_client += 1
+            return "over the limit of one client"
+        if len(self.held) >= self.cap and not self._make_room():
+            self.stats.refused_full += 1
+            return "server full"
+        return None
+
+    def _make_room(self) -> bool:
+        if not self.silent:
+            return False
+        oldest = next(iter(self.silent))
+        self.stats.made_room += 1
+        oldest.close_with(TOO_MANY)
+        return True
+
+    def joined(self, conn: GuardedConnection) -> None:
+        self.stats.accepted += 1
+        self.held.add(conn)
+        self.per_client[conn.client] += 1
+        self.silent[conn] = None
+
+    def spoke(self, conn: GuardedConnection) -> None:
+        self.silent.pop(conn, None)
+
+    def left(self, conn: GuardedConnection) -> None:
+        if conn not in self.held:
+            return
+        self.held.discard(conn)
+        self.silent.pop(conn, None)
+        self.per_client[conn.client] -= 1
+        if self.per_client[conn.client] <= 0:
+            del self.per_client[conn.client]
+
+
+class GuardedConnection(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind the head timeout and the door's count."""
+
+    def __init__(self, door: FrontDoor, client: str, inner: asyncio.Protocol) -> None:
+        self.door = door
+        self.client = client
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self._tail = b""
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self.door.limits.head_timeout_s, self._head_overdue)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is not None:
+            self._watch_head(data)
+        self.inner.data_received(data)
+
+    def _watch_head(self, data: bytes) -> None:
+        seen = self._tail + data
+        if b"\r\n\r\n" in seen or b"\n\n" in seen:
+            self._stop_timer()
+            self.door.spoke(self)
+        else:
+            self._tail = seen[-3:]
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        self.door.stats.head_timeouts += 1
+        self.close_with(HEAD_TIMEOUT)
+
+    def close_with(self, answer: bytes) -> None:
+        """Answer (nothing was parsed yet, so aiohttp has written nothing) and hang up."""
+        self._stop_timer()
+        self.door.left(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
+
+    def _stop_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        self.door.left(self)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class Listener:
+    """Accepts on one listening socket for the door, pausing on errors instead of spinning."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        door: FrontDoor,
+        factory: Any,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.door = door
+        self.factory = factory
+        self.errors = Reporter("accept failed (accepting paused briefly each time)")
+        self._connecting: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        if self.sock.fileno() >= 0:  # not closed by the site's stop meanwhile
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._failed(exc)
+                return
+            self._arrived(conn, str(address[0]))
+
+    def _failed(self, exc: OSError) -> None:
+        self.door.stats.accept_errors += 1
+        self.errors.count(errno.errorcode.get(exc.errno or 0, str(exc)))
+        self.loop.remove_reader(self.sock.fileno())
+        self.loop.call_later(ACCEPT_PAUSE_S, self.start)
+
+    def _arrived(self, conn: socket.socket, client: str) -> None:
+        why = self.door.refusal(client)
+        if why is not None:
+            self.door.refusals.count(why)
+            _refuse(conn)
+            return
+        conn.setblocking(False)
+        guarded = GuardedConnection(self.door, client, self.factory())
+        self.door.joined(guarded)
+        task = self.loop.create_task(self._connect(conn, guarded))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, conn: socket.socket, guarded: GuardedConnection) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: guarded, conn)
+        except OSError:
+            self.door.left(guarded)
+            conn.close()
+
+
+def _refuse(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.setblocking(False)
+        conn.send(TOO_MANY)
+    conn.close()
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections go through a FrontDoor."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: WebLimits) -> None:
+        super().__init__(runner)
+        self.host, self.port = host, port
+        self.door = FrontDoor(limits, connection_cap(limits.connections))
+        self.listener: Listener | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        sock = _listening_socket(self.host, self.port)
+        # Not serving: the asyncio server only owns the socket (the site's stop closes it);
+        # the listener accepts.
+        self._server = await loop.create_server(server, sock=sock, start_serving=False)
+        self.listener = Listener(loop, sock, self.door, server)
+        self.listener.start()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.create_server(address, family=family, backlog=BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_web(app: web.Application, config: WebConfig) -> tuple[web.AppRunner, FrontDoor]:
+    """Serve `app` on config's host and port behind the front door."""
+    limits = config.limits
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout_s)
+    await runner.setup()
+    site = GuardedSite(runner, config.host, config.port, limits)
+    await site.start()
+    cap = site.door.cap
+    if cap < limits.connections:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.info("web: at most %d connections (open-file limit %d)", cap, soft)
+    if cap > SELECT_LIMIT - FD_RESERVE:
+        log.warning(
+            "web.limits.connections %d: serial ports reopened while that many are held get "
+            "file descriptors above %d, which pyserial cannot use",
+            cap,
+            SELECT_LIMIT,
+        )
+    return runner, site.door

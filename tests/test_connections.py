@@ -1,0 +1,140 @@
+"""The web server's front door, in this process: shares per address, room made by the
+silent, heads on time, accept errors paused and counted, never logged per attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import socket
+
+import pytest
+
+from hall_daemon.config import WebLimits
+from hall_daemon.connections import (
+    FD_RESERVE,
+    FrontDoor,
+    GuardedConnection,
+    Listener,
+    Reporter,
+    connection_cap,
+)
+
+pytestmark = pytest.mark.unit
+
+
+class Inner(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+class Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def arrive(door: FrontDoor, client: str) -> tuple[GuardedConnection, Transport] | None:
+    if door.refusal(client) is not None:
+        return None
+    conn = GuardedConnection(door, client, Inner())
+    door.joined(conn)
+    transport = Transport()
+    conn.connection_made(transport)
+    return conn, transport
+
+
+def test_the_cap_keeps_clear_of_the_open_file_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_cap(10**6) == soft - FD_RESERVE
+    assert connection_cap(100) == min(100, soft - FD_RESERVE)
+
+
+async def test_one_address_gets_its_share_and_the_silent_make_room() -> None:
+    door = FrontDoor(WebLimits(connections_per_client=3), cap=4)
+    first = [arrive(door, "10.0.0.1") for _ in range(4)]
+    assert [f is not None for f in first] == [True, True, True, False]
+    assert door.stats.refused_per_client == 1
+    talker = arrive(door, "10.0.0.2")
+    assert talker is not None
+    talker[0].data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    # Full: a newcomer closes the oldest connection that has said nothing yet.
+    newcomer = arrive(door, "10.0.0.3")
+    assert newcomer is not None and door.stats.made_room == 1
+    oldest = first[0]
+    assert oldest is not None and oldest[1].closed
+    assert oldest[1].written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert len(door.held) == 4 and door.per_client["10.0.0.1"] == 2
+    oldest[0].connection_lost(None)  # the close arrives later: counted once only
+    assert door.per_client["10.0.0.1"] == 2
+    for conn, _ in [f for f in first if f is not None][1:]:
+        conn.connection_lost(None)
+    assert "10.0.0.1" not in door.per_client
+    assert not talker[1].closed
+
+
+async def test_a_head_split_anywhere_stops_the_clock_and_a_late_one_gets_408() -> None:
+    door = FrontDoor(WebLimits(head_timeout_s=0.05), cap=10)
+    on_time = arrive(door, "10.0.0.1")
+    late = arrive(door, "10.0.0.2")
+    assert on_time is not None and late is not None
+    for part in (b"GET / HTTP/1.1\r\nHost: x\r", b"\n\r", b"\n"):
+        on_time[0].data_received(part)
+    late[0].data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    await asyncio.sleep(0.1)
+    assert not on_time[1].closed and on_time[0].inner.data.endswith(b"\r\n\r\n")  # type: ignore[attr-defined]
+    assert late[1].closed and late[1].written.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert door.stats.head_timeouts == 1 and set(door.per_client) == {"10.0.0.1"}
+
+
+async def test_accept_errors_pause_accepting_and_are_logged_once_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    class Exhausted(socket.socket):
+        calls = 0
+
+        def accept(self) -> tuple[socket.socket, object]:
+            Exhausted.calls += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    sock = Exhausted(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener = Listener(loop, sock, FrontDoor(WebLimits(), cap=10), Inner)
+        with caplog.at_level(logging.WARNING, logger="hall_daemon.connections"):
+            for _ in range(1000):
+                listener._readable()
+    finally:
+        sock.close()
+    assert Exhausted.calls == 1000  # one attempt per wake-up, never a burst of retries
+    assert listener.door.stats.accept_errors == 1000
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "EMFILE" in warnings[0], warnings
+
+
+def test_a_reporter_says_what_it_counted_meanwhile(caplog: pytest.LogCaptureFixture) -> None:
+    reporter = Reporter("things refused")
+    with caplog.at_level(logging.WARNING, logger="hall_daemon.connections"):
+        for kind in ("a", "b", "a"):
+            reporter.count(kind)
+    assert [r.getMessage() for r in caplog.records] == ["web: things refused in the last 60 s: 1 a"]
+    assert reporter.counts == {"b": 1, "a": 1}
