@@ -78,21 +78,36 @@ class DoorStats:
 
 
 class Reporter:
-    """A warning at most once per REPORT_EVERY_S, carrying what was counted meanwhile."""
+    """A warning at most once per `every` seconds, carrying what was counted meanwhile.
 
-    def __init__(self, what: str) -> None:
+    The first event after a quiet spell is reported at once; the next ones are gathered
+    and reported together when the interval is over. Runs on the event loop.
+    """
+
+    def __init__(self, what: str, every: float = REPORT_EVERY_S) -> None:
         self.what = what
+        self.every = every
         self.counts: Counter[str] = Counter()
-        self._last = -REPORT_EVERY_S
+        self._last = -every
+        self._pending = False
 
     def count(self, kind: str) -> None:
         self.counts[kind] += 1
-        now = time.monotonic()
-        if now - self._last >= REPORT_EVERY_S:
-            self._last = now
-            detail = ", ".join(f"{n} {k}" for k, n in self.counts.most_common())
-            log.warning("web: %s in the last %g s: %s", self.what, REPORT_EVERY_S, detail)
-            self.counts.clear()
+        if self._pending:
+            return
+        wait = self._last + self.every - time.monotonic()
+        if wait <= 0:
+            self._report()
+        else:
+            self._pending = True
+            asyncio.get_running_loop().call_later(wait, self._report)
+
+    def _report(self) -> None:
+        self._pending = False
+        self._last = time.monotonic()
+        detail = ", ".join(f"{n} {k}" for k, n in self.counts.most_common())
+        log.warning("web: %s: %s (reported at most every %g s)", self.what, detail, self.every)
+        self.counts.clear()
 
 
 class FrontDoor:
@@ -105,7 +120,7 @@ class FrontDoor:
         self.per_client: Counter[str] = Counter()
         self.silent: OrderedDict[GuardedConnection, None] = OrderedDict()  # oldest first
         self.stats = DoorStats()
-        self.refusals = Reporter("connections refused")
+        self.refusals = Reporter("connections refused or closed")
 
     def refusal(self, client: str) -> str | None:
         """Why a new connection from `client` is refused, or None to admit it."""
@@ -122,6 +137,7 @@ class FrontDoor:
             return False
         oldest = next(iter(self.silent))
         self.stats.made_room += 1
+        self.refusals.count("silent, to make room")
         oldest.close_with(TOO_MANY)
         return True
 
@@ -178,6 +194,7 @@ class GuardedConnection(asyncio.Protocol):
     def _head_overdue(self) -> None:
         self._head_timer = None
         self.door.stats.head_timeouts += 1
+        self.door.refusals.count("request head too slow")
         self.close_with(HEAD_TIMEOUT)
 
     def close_with(self, answer: bytes) -> None:

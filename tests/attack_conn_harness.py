@@ -76,8 +76,8 @@ class LimitedDaemon(Daemon):
 
 
 def hall_config(tmp: Path, web_port: int, dispenser_port: int | None = None) -> Path:
-    """The example hall; its dispenser behind `dispenser_port` if given."""
-    replace = {}
+    """The example hall without MQTT; its dispenser behind `dispenser_port` if given."""
+    replace = {r"(?m)^mqtt:\n  enabled: true": "mqtt:\n  enabled: false"}
     if dispenser_port is not None:
         replace[r"127\.0\.0\.1:7001"] = f"127.0.0.1:{dispenser_port}"
     return write_config(tmp, web_port=web_port, **replace)

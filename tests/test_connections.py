@@ -131,10 +131,16 @@ async def test_accept_errors_pause_accepting_and_are_logged_once_with_a_count(
     assert len(warnings) == 1 and "EMFILE" in warnings[0], warnings
 
 
-def test_a_reporter_says_what_it_counted_meanwhile(caplog: pytest.LogCaptureFixture) -> None:
-    reporter = Reporter("things refused")
+async def test_a_reporter_says_at_once_then_what_it_counted_meanwhile(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reporter = Reporter("things refused", every=0.1)
     with caplog.at_level(logging.WARNING, logger="hall_daemon.connections"):
-        for kind in ("a", "b", "a"):
+        for kind in ("a", "b", "a", "a"):
             reporter.count(kind)
-    assert [r.getMessage() for r in caplog.records] == ["web: things refused in the last 60 s: 1 a"]
-    assert reporter.counts == {"b": 1, "a": 1}
+        assert len(caplog.records) == 1
+        await asyncio.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "web: things refused: 1 a (reported at most every 0.1 s)",
+        "web: things refused: 2 a, 1 b (reported at most every 0.1 s)",
+    ]
