@@ -84,8 +84,8 @@ def secret_file_problems(config: HallConfig) -> list[str]:
     mqtt, tls = config.mqtt, config.mqtt.tls
     secrets: list[tuple[tuple[str, ...], Path | None]] = [
         (("web", "metrics_token_file"), config.web.metrics_token_file),
-        (("mqtt", "password_file"), mqtt.password_file if mqtt.enabled else None),
-        (("mqtt", "tls", "key"), tls.key if tls is not None and mqtt.enabled else None),
+        (("mqtt", "password_file"), mqtt.password_file),
+        (("mqtt", "tls", "key"), tls.key if tls is not None else None),
     ]
     problems = []
     for loc, path in secrets:
