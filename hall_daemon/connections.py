@@ -28,8 +28,9 @@ import resource
 import socket
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -170,13 +171,18 @@ class GuardedConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._tail = b""
         self._head_timer: asyncio.TimerHandle | None = None
+        self._last_word: bytes | None = None  # closed before its transport was made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.inner.connection_made(transport)
+        if self._last_word is not None:
+            transport.write(self._last_word)
+            transport.close()
+            return
         loop = asyncio.get_running_loop()
         self._head_timer = loop.call_later(self.door.limits.head_timeout_s, self._head_overdue)
-        self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._head_timer is not None:
@@ -201,7 +207,9 @@ class GuardedConnection(asyncio.Protocol):
         """Answer (nothing was parsed yet, so aiohttp has written nothing) and hang up."""
         self._stop_timer()
         self.door.left(self)
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None:
+            self._last_word = answer
+        elif not self.transport.is_closing():
             self.transport.write(answer)
             self.transport.close()
 
@@ -233,7 +241,7 @@ class Listener:
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
         door: FrontDoor,
-        factory: Any,
+        factory: Callable[[], asyncio.Protocol],
     ) -> None:
         self.loop = loop
         self.sock = sock

@@ -144,3 +144,15 @@ async def test_a_reporter_says_at_once_then_what_it_counted_meanwhile(
         "web: things refused: 1 a (reported at most every 0.1 s)",
         "web: things refused: 2 a, 1 b (reported at most every 0.1 s)",
     ]
+
+
+async def test_a_connection_closed_to_make_room_before_its_transport_hears_so_on_arrival() -> None:
+    door = FrontDoor(WebLimits(), cap=1)
+    assert door.refusal("10.0.0.1") is None
+    early = GuardedConnection(door, "10.0.0.1", Inner())
+    door.joined(early)
+    assert arrive(door, "10.0.0.2") is not None and door.stats.made_room == 1
+    transport = Transport()
+    early.connection_made(transport)
+    assert transport.closed and transport.written.startswith(b"HTTP/1.1 503 ")
+    assert set(door.per_client) == {"10.0.0.2"}
