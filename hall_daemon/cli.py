@@ -11,7 +11,7 @@ from datetime import datetime, time, tzinfo
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
-from .filemodes import restrict_umask
+from .filemodes import restrict_umask, secret_file_problems
 
 if TYPE_CHECKING:
     from .config import HallConfig
@@ -45,8 +45,6 @@ def _load(path: str) -> HallConfig:
 
 
 def _refuse_open_secrets(config: HallConfig) -> None:
-    from .filemodes import secret_file_problems
-
     problems = secret_file_problems(config)
     if problems:
         print("\n".join(problems), file=sys.stderr)
