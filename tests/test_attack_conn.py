@@ -42,8 +42,7 @@ def daemons() -> Iterator[list[LimitedDaemon]]:
         d.kill()
 
 
-@pytest.fixture(autouse=True)
-def enough_descriptors() -> None:
+def lift_own_limit() -> None:
     """This process holds the attack's connections: lift its own soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096 <= hard:
@@ -57,30 +56,20 @@ def mode(path: Path) -> int:
 # -- files -----------------------------------------------------------------------------------
 
 
-def test_the_first_start_keeps_the_state_folder_and_database_from_other_users(
+def test_the_state_folder_and_database_are_private_at_the_first_start_and_after(
     tmp_path: Path, daemons: list[LimitedDaemon]
 ) -> None:
     daemon = fresh_daemon(tmp_path, nofile=None)
     daemons.append(daemon)
     with umask(0o022):  # a shell's usual umask: 0755 folders, 0644 files
         daemon.start()
-    state = tmp_path / "state"
+    state, db = tmp_path / "state", tmp_path / "state" / "hall.db"
     assert mode(state) == 0o750
-    db = state / "hall.db"
-    assert mode(db) == 0o600
-    for suffix in ("-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm"):
         assert mode(db.with_name(db.name + suffix)) == 0o600, suffix
     assert daemon.stop() == 0
 
-
-def test_a_too_open_state_folder_and_database_are_tightened_at_start(
-    tmp_path: Path, daemons: list[LimitedDaemon]
-) -> None:
-    daemon = fresh_daemon(tmp_path, nofile=None)
-    daemons.append(daemon)
-    daemon.start()
-    assert daemon.stop() == 0
-    state, db = tmp_path / "state", tmp_path / "state" / "hall.db"
+    # Loosened meanwhile (a restore from a backup, a helpful chmod): tightened at start.
     state.chmod(0o777)
     db.chmod(0o666)
     daemon.start()
@@ -151,14 +140,13 @@ def test_a_take_that_arrives_as_the_dispenser_link_comes_up_is_answered(
         for start in range(2):  # the first start, then a restart
             dispenser.arm()
             daemon.start()
-            # Three link-ups per run: the start's, then two reconnections after the link
-            # dropped (0.5 s and 1 s of backoff).
-            dispenser.wait(3 * (start + 1), timeout=8.0)
+            # Two link-ups per run: the start's, then a reconnection after the link dropped.
+            dispenser.wait(2 * (start + 1), timeout=6.0)
             dispenser.disarm()  # a TAKE cut off by the stop itself proves nothing
             assert daemon.stop() == 0
     finally:
         dispenser.close()
-    assert len(dispenser.replies) >= 6, dispenser.replies
+    assert len(dispenser.replies) >= 4, dispenser.replies
     for n, reply in enumerate(dispenser.replies, start=1):
         assert reply is not None, f"TAKE #{n} was never answered: {dispenser.replies}"
         assert re.fullmatch(rb"(TICKET A\d{3} A \d+ \d+|ERR 409 [a-z-]+) #%d\n" % n, reply)
@@ -167,16 +155,35 @@ def test_a_take_that_arrives_as_the_dispenser_link_comes_up_is_answered(
 # -- connections -----------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedDaemon]:
+    """One daemon under systemd's default open-file limit for the connection attacks; each
+    attack closes what it opened."""
+    lift_own_limit()
+    daemon = fresh_daemon(tmp_path_factory.mktemp("limited"), nofile=1024)
+    try:
+        daemon.start()
+        yield daemon
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def settle(daemon: LimitedDaemon) -> None:
+    """Wait until the daemon has seen the previous attack's connections close."""
+    time.sleep(0.5)
+    assert daemon.get("/healthz")[0] == 200
+
+
 def log_lines(daemon: LimitedDaemon) -> int:
     return daemon.log_text().count("\n")
 
 
 def test_1100_idle_connections_under_nofile_1024_leave_healthz_answering(
-    tmp_path: Path, daemons: list[LimitedDaemon]
+    limited: LimitedDaemon,
 ) -> None:
-    daemon = fresh_daemon(tmp_path, nofile=1024)
-    daemons.append(daemon)
-    daemon.start()
+    daemon = limited
+    settle(daemon)
     before = log_lines(daemon)
     sources = [f"127.0.0.{i}" for i in range(2, 7)]  # 220 each: under the per-client limit
     held = hold_idle(daemon.web_port, 1100, sources)
@@ -192,15 +199,11 @@ def test_1100_idle_connections_under_nofile_1024_leave_healthz_answering(
     text = daemon.log_text()
     assert "out of system resource" not in text and "Too many open files" not in text
     assert log_lines(daemon) - before < 20, text[-3000:]
-    assert daemon.stop() == 0
 
 
-def test_one_address_holds_only_its_share_and_hears_why(
-    tmp_path: Path, daemons: list[LimitedDaemon]
-) -> None:
-    daemon = fresh_daemon(tmp_path, nofile=1024)
-    daemons.append(daemon)
-    daemon.start()
+def test_one_address_holds_only_its_share_and_hears_why(limited: LimitedDaemon) -> None:
+    daemon = limited
+    settle(daemon)
     held = hold_idle(daemon.web_port, 300, ["127.0.0.9"])
     try:
         time.sleep(0.3)
@@ -212,15 +215,13 @@ def test_one_address_holds_only_its_share_and_hears_why(
         assert status == 200 and took < 3.0
     finally:
         close_all(held)
-    assert daemon.stop() == 0
 
 
 def test_silent_and_trickling_connections_are_closed_within_the_head_timeout(
-    tmp_path: Path, daemons: list[LimitedDaemon]
+    limited: LimitedDaemon,
 ) -> None:
-    daemon = fresh_daemon(tmp_path, nofile=None)
-    daemons.append(daemon)
-    daemon.start()
+    daemon = limited
+    settle(daemon)
     silent = connect_from("127.0.0.2", daemon.web_port)
     trickle = connect_from("127.0.0.3", daemon.web_port)
     trickle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -243,15 +244,13 @@ def test_silent_and_trickling_connections_are_closed_within_the_head_timeout(
     assert set(answers) == {"silent", "trickle"}, f"still open after {took:.1f} s"
     assert took < 7.0
     assert answers["silent"].startswith(b"HTTP/1.1 408 "), answers
-    assert daemon.stop() == 0
 
 
 def test_5000_screen_websockets_from_one_address_are_capped_and_a_real_screen_connects(
-    tmp_path: Path, daemons: list[LimitedDaemon]
+    limited: LimitedDaemon,
 ) -> None:
-    daemon = fresh_daemon(tmp_path, nofile=1024)
-    daemons.append(daemon)
-    daemon.start()
+    daemon = limited
+    settle(daemon)
     attempts, opened, statuses = 400, [], []
     try:
         for _ in range(attempts):  # the per-client connection limit refuses the rest sooner
@@ -269,4 +268,3 @@ def test_5000_screen_websockets_from_one_address_are_capped_and_a_real_screen_co
         assert websocket_handshake(screen, "/ws/screen/hall").startswith(b"HTTP/1.1 101")
     finally:
         close_all(opened)
-    assert daemon.stop() == 0
