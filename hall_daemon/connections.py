@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import resource
 import socket
 import time
@@ -254,6 +255,11 @@ class Listener:
         if self.sock.fileno() >= 0:  # not closed by the site's stop meanwhile
             self.loop.add_reader(self.sock.fileno(), self._readable)
 
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
     def _readable(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
@@ -308,7 +314,7 @@ class GuardedSite(web.BaseSite):
         super().__init__(runner)
         self.host, self.port = host, port
         self.door = FrontDoor(limits, connection_cap(limits.connections))
-        self.listener: Listener | None = None
+        self.listeners: list[Listener] = []
 
     @property
     def name(self) -> str:
@@ -319,20 +325,25 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
-        sock = _listening_socket(self.host, self.port)
-        # Not serving: the asyncio server only owns the socket (the site's stop closes it);
-        # the listener accepts.
-        self._server = await loop.create_server(server, sock=sock, start_serving=False)
-        self.listener = Listener(loop, sock, self.door, server)
-        self.listener.start()
+        # asyncio binds the addresses as aiohttp's TCPSite would (every address of a name,
+        # IPv6 on its own) but neither listens nor serves: our listeners do, on copies of
+        # its sockets (the site's stop closes both).
+        self._server = await loop.create_server(
+            server, self.host, self.port, backlog=BACKLOG, start_serving=False
+        )
+        for bound in self._server.sockets:
+            sock = socket.socket(fileno=os.dup(bound.fileno()))
+            sock.setblocking(False)
+            sock.listen(BACKLOG)
+            listener = Listener(loop, sock, self.door, server)
+            self.listeners.append(listener)
+            listener.start()
 
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.create_server(address, family=family, backlog=BACKLOG)
-    sock.setblocking(False)
-    return sock
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners.clear()
+        await super().stop()
 
 
 async def start_web(app: web.Application, config: WebConfig) -> tuple[web.AppRunner, FrontDoor]:

@@ -19,6 +19,7 @@ from hall_daemon.connections import (
     Listener,
     Reporter,
     connection_cap,
+    start_web,
 )
 
 pytestmark = pytest.mark.unit
@@ -156,3 +157,28 @@ async def test_a_connection_closed_to_make_room_before_its_transport_hears_so_on
     early.connection_made(transport)
     assert transport.closed and transport.written.startswith(b"HTTP/1.1 503 ")
     assert set(door.per_client) == {"10.0.0.2"}
+
+
+async def test_the_site_serves_through_the_door_and_frees_its_port_when_stopped() -> None:
+    from aiohttp import ClientSession, web
+
+    from hall_daemon.config import WebConfig
+    from tests.daemon_harness import free_port
+
+    async def remote(request: web.Request) -> web.Response:
+        return web.Response(text=request.remote or "")
+
+    config = WebConfig(host="127.0.0.1", port=free_port())
+    for _ in range(2):  # the second start binds the same port again
+        app = web.Application()
+        app.router.add_get("/", remote)
+        runner, door = await start_web(app, config)
+        try:
+            async with (
+                ClientSession() as session,
+                session.get(f"http://127.0.0.1:{config.port}/") as r,
+            ):
+                assert await r.text() == "127.0.0.1"
+        finally:
+            await runner.cleanup()
+        assert door.stats.accepted == 1 and not door.held
