@@ -8,8 +8,9 @@ client may use it up. Every accepted connection is judged before aiohttp parses 
 - all clients together hold at most `web.limits.connections`, and never more than the
   open-file limit less FD_RESERVE (the database, serial ports, MQTT and voice need file
   descriptors too, and pyserial's select() needs them numbered under 1024). When full, the
-  oldest connection that has not yet sent a request head makes room (503), so a flood of
-  idle connections cannot keep a fresh client, or systemd's health check, out;
+  oldest connection that has not yet sent a request head makes room (503), or else the one
+  kept alive and idle the longest (for IDLE_GRACE_S at least), so a flood of idle
+  connections cannot keep a fresh client, or systemd's health check, out;
 - a request head must be complete within `web.limits.head_timeout_s` (408, closed), and a
   kept-alive connection idle for `web.limits.idle_timeout_s` is closed by aiohttp.
 
@@ -29,7 +30,7 @@ import resource
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,10 +41,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 FD_RESERVE = 256  # descriptors kept for everything but web clients
 MIN_CONNECTIONS = 8
 ACCEPT_BATCH = 64  # connections taken per wake-up, so one flood cannot hog the loop
 ACCEPT_PAUSE_S = 0.5  # after an accept error (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+IDLE_GRACE_S = 1.0  # kept-alive and idle this long: may be closed to make room
 BACKLOG = 128
 REPORT_EVERY_S = 60.0
 SELECT_LIMIT = 1024  # FD_SETSIZE
@@ -113,7 +117,8 @@ class Reporter:
 
 
 class FrontDoor:
-    """The connections held, per client address, and who is still waiting to speak."""
+    """The connections held, per client address, and which of them could make room: the
+    silent (no request head yet) and the idle (kept alive between requests)."""
 
     def __init__(self, limits: WebLimits, cap: int) -> None:
         self.limits = limits
@@ -121,6 +126,8 @@ class FrontDoor:
         self.held: set[GuardedConnection] = set()
         self.per_client: Counter[str] = Counter()
         self.silent: OrderedDict[GuardedConnection, None] = OrderedDict()  # oldest first
+        self.idle: OrderedDict[GuardedConnection, float] = OrderedDict()  # -> idle since
+        self.by_transport: dict[asyncio.BaseTransport, GuardedConnection] = {}
         self.stats = DoorStats()
         self.refusals = Reporter("connections refused or closed")
 
@@ -135,11 +142,14 @@ class FrontDoor:
         return None
 
     def _make_room(self) -> bool:
-        if not self.silent:
+        if self.silent:
+            oldest, why = next(iter(self.silent)), "silent, to make room"
+        elif self.idle and next(iter(self.idle.values())) <= time.monotonic() - IDLE_GRACE_S:
+            oldest, why = next(iter(self.idle)), "idle, to make room"
+        else:
             return False
-        oldest = next(iter(self.silent))
         self.stats.made_room += 1
-        self.refusals.count("silent, to make room")
+        self.refusals.count(why)
         oldest.close_with(TOO_MANY)
         return True
 
@@ -151,12 +161,31 @@ class FrontDoor:
 
     def spoke(self, conn: GuardedConnection) -> None:
         self.silent.pop(conn, None)
+        self.idle.pop(conn, None)
+
+    def answered(self, conn: GuardedConnection) -> None:
+        if conn in self.held:
+            self.idle[conn] = time.monotonic()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Marks a kept-alive connection idle once its request is handled (a WebSocket's
+        lasts as long as the socket)."""
+        conn = self.by_transport.get(request.transport) if request.transport else None
+        try:
+            return await handler(request)
+        finally:
+            if conn is not None:
+                self.answered(conn)
 
     def left(self, conn: GuardedConnection) -> None:
         if conn not in self.held:
             return
         self.held.discard(conn)
         self.silent.pop(conn, None)
+        self.idle.pop(conn, None)
+        if conn.transport is not None:
+            self.by_transport.pop(conn.transport, None)
         self.per_client[conn.client] -= 1
         if self.per_client[conn.client] <= 0:
             del self.per_client[conn.client]
@@ -177,6 +206,8 @@ class GuardedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self in self.door.held:
+            self.door.by_transport[transport] = self
         self.inner.connection_made(transport)
         if self._last_word is not None:
             transport.write(self._last_word)
@@ -188,6 +219,8 @@ class GuardedConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._head_timer is not None:
             self._watch_head(data)
+        else:
+            self.door.spoke(self)  # the next request on a kept-alive connection
         self.inner.data_received(data)
 
     def _watch_head(self, data: bytes) -> None:
@@ -310,10 +343,10 @@ def _refuse(conn: socket.socket) -> None:
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a FrontDoor."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: WebLimits) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, door: FrontDoor) -> None:
         super().__init__(runner)
         self.host, self.port = host, port
-        self.door = FrontDoor(limits, connection_cap(limits.connections))
+        self.door = door
         self.listeners: list[Listener] = []
 
     @property
@@ -349,11 +382,13 @@ class GuardedSite(web.BaseSite):
 async def start_web(app: web.Application, config: WebConfig) -> tuple[web.AppRunner, FrontDoor]:
     """Serve `app` on config's host and port behind the front door."""
     limits = config.limits
+    door = FrontDoor(limits, connection_cap(limits.connections))
+    app.middlewares.insert(0, door.middleware)  # outermost: it must see every request end
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout_s)
     await runner.setup()
-    site = GuardedSite(runner, config.host, config.port, limits)
+    site = GuardedSite(runner, config.host, config.port, door)
     await site.start()
-    cap = site.door.cap
+    cap = door.cap
     if cap < limits.connections:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         log.info("web: at most %d connections (open-file limit %d)", cap, soft)
@@ -364,4 +399,4 @@ async def start_web(app: web.Application, config: WebConfig) -> tuple[web.AppRun
             cap,
             SELECT_LIMIT,
         )
-    return runner, site.door
+    return runner, door

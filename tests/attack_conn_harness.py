@@ -110,6 +110,22 @@ def hold_idle(port: int, count: int, sources: list[str]) -> list[socket.socket]:
     return held
 
 
+def hold_kept_alive(port: int, count: int, sources: list[str]) -> list[socket.socket]:
+    """`count` connections that each made one request and then keep it alive, saying
+    nothing more; refused ones dropped."""
+    held = []
+    for i in range(count):
+        with contextlib.suppress(OSError):
+            sock = connect_from(sources[i % len(sources)], port)
+            sock.sendall(b"GET /no-such-page HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = sock.recv(4096)
+            if answer.startswith(b"HTTP/1.1 ") and b"Connection: close" not in answer:
+                held.append(sock)
+            else:
+                sock.close()
+    return held
+
+
 def still_open(sock: socket.socket) -> bool:
     """True while the daemon has neither closed the connection nor answered on it."""
     return answered_or_closed(sock, peek=True) is None

@@ -25,6 +25,7 @@ from tests.attack_conn_harness import (
     fresh_daemon,
     hall_config,
     hold_idle,
+    hold_kept_alive,
     timed_get,
     umask,
     websocket_handshake,
@@ -199,6 +200,20 @@ def test_1100_idle_connections_under_nofile_1024_leave_healthz_answering(
     text = daemon.log_text()
     assert "out of system resource" not in text and "Too many open files" not in text
     assert log_lines(daemon) - before < 20, text[-3000:]
+
+
+def test_1100_kept_alive_connections_leave_healthz_answering(limited: LimitedDaemon) -> None:
+    daemon = limited
+    settle(daemon)
+    sources = [f"127.0.0.{i}" for i in range(12, 17)]
+    held = hold_kept_alive(daemon.web_port, 1100, sources)
+    try:
+        assert len(held) > 768 / 2, len(held)  # they got in, and made their requests
+        time.sleep(1.5)  # idle long enough to make room for a newcomer
+        status, took = timed_get(daemon.web_port)
+        assert status == 200 and took < 3.0, (status, took)
+    finally:
+        close_all(held)
 
 
 def test_one_address_holds_only_its_share_and_hears_why(limited: LimitedDaemon) -> None:

@@ -14,6 +14,7 @@ import pytest
 from hall_daemon.config import WebLimits
 from hall_daemon.connections import (
     FD_RESERVE,
+    IDLE_GRACE_S,
     FrontDoor,
     GuardedConnection,
     Listener,
@@ -182,3 +183,20 @@ async def test_the_site_serves_through_the_door_and_frees_its_port_when_stopped(
         finally:
             await runner.cleanup()
         assert door.stats.accepted == 1 and not door.held
+
+
+async def test_when_none_is_silent_a_connection_idle_between_requests_makes_room() -> None:
+    door = FrontDoor(WebLimits(), cap=2)
+    busy, idle = arrive(door, "10.0.0.1"), arrive(door, "10.0.0.2")
+    assert busy is not None and idle is not None
+    for conn, _ in (busy, idle):
+        conn.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    door.answered(idle[0])
+    assert arrive(door, "10.0.0.3") is None  # just answered: it may still be writing
+    door.idle[idle[0]] -= 2 * IDLE_GRACE_S
+    assert arrive(door, "10.0.0.3") is not None
+    assert idle[1].closed and not busy[1].closed
+    # The next request on a kept-alive connection makes it busy again.
+    door.answered(busy[0])
+    busy[0].data_received(b"GET / HTTP/1.1\r\n\r\n")
+    assert busy[0] not in door.idle
