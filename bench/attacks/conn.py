@@ -19,6 +19,7 @@ from tests.attack_conn_harness import (
     fresh_daemon,
     hall_config,
     hold_idle,
+    hold_kept_alive,
     timed_get,
     websocket_handshake,
 )
@@ -56,6 +57,21 @@ def _idle_flood(daemon: LimitedDaemon, sources: list[str]) -> dict[str, object]:
         "healthz_median_s": round(median, 3),
         "healthz_max_s": round(worst, 3),
         "log_bytes": daemon.log_size() - log_before,
+    }
+
+
+def _kept_alive_flood(daemon: LimitedDaemon) -> dict[str, object]:
+    held = hold_kept_alive(daemon.web_port, IDLE, [f"127.0.0.{i}" for i in range(12, 17)])
+    try:
+        time.sleep(1.5)
+        open_now = sum(answered_or_closed(s, peek=True) is None for s in held)
+        ok, _, worst = _healthz_under_load(daemon.web_port)
+    finally:
+        close_all(held)
+    return {
+        "kept_alive_held": open_now,
+        "kept_alive_healthz_ok": f"{ok}/5",
+        "kept_alive_healthz_max_s": round(worst, 3),
     }
 
 
@@ -141,6 +157,8 @@ def run() -> dict[str, object]:
             time.sleep(1.0)
             single = _idle_flood(daemon, ["127.0.0.8"])
             figures.update({f"idle1_{k}": v for k, v in single.items()})
+            time.sleep(1.0)
+            figures.update(_kept_alive_flood(daemon))
             figures["slowloris_closed_after_s"] = _slowloris(daemon)
             figures.update(_websockets(daemon))
             log = daemon.log_text()
