@@ -73,6 +73,9 @@ async def serve(port: int, db: Path, bus_url: str | None) -> None:
     from hall_daemon.web import make_app
 
     config = load_config(REPO / "config.yaml")
+    # Its fifty screens all come from this machine, over a hall's share for one address.
+    limits = config.web.limits.model_copy(update={"feeds_per_client": 100})
+    config = config.model_copy(update={"web": config.web.model_copy(update={"limits": limits})})
     hall = Hall(config.to_spec(), Store(Store.sqlite_url(db)))
     await hall.start()
     ports = None

@@ -10,6 +10,11 @@ Nothing here can hold up the hall: the bus hands events over through its own bou
 and each page has its own small outbox and writer task. A page that cannot keep up (a
 stalled network) loses its outbox and is sent a fresh full state once it drains; one whose
 TCP connection died is closed by the WebSocket heartbeat.
+
+Nobody can take every page's place: one address holds at most `web.limits.feeds_per_client`
+screen and kiosk pages, and one ticket at most `web.limits.feeds_per_ticket` applicant
+pages (counted per ticket, not per address: phones behind the city's gateway share one);
+the next gets 429 before the upgrade. MAX_CLIENTS stays the limit for everything together.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +31,7 @@ from aiohttp import WSCloseCode, web
 
 from hall_daemon.bus import Subscription
 from hall_daemon.config import HallConfig, ScreenConfig
+from hall_daemon.connections import Reporter
 from hall_daemon.engine import DAY_STARTED
 from hall_daemon.events import NOTICE_SET, TICKET_CALLED, TICKET_RECALLED, StoredEvent
 from hall_daemon.hall import Hall
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 64  # messages a page may have queued before it is resynchronised instead
 MAX_CLIENTS = 5000  # pages at once: far above a hall's TVs and phones, far below trouble
+RETRY_AFTER_S = 30  # told to a page refused for its address's or ticket's limit
 TICK_S = 15.0  # heartbeat to the pages, and a refresh of what changes with time alone
 WS_HEARTBEAT_S = 20.0  # protocol pings; a page that does not answer is closed
 BUS_QUEUE = 2000
@@ -60,10 +67,11 @@ def dumps(message: JSON) -> str:
 class Client:
     """One connected page: its socket and the messages waiting to be written to it."""
 
-    __slots__ = ("pending", "resync", "wake", "ws")
+    __slots__ = ("address", "pending", "resync", "wake", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, address: str = "") -> None:
         self.ws = ws
+        self.address = address
         self.pending: deque[str] = deque()
         self.resync = False
         self.wake = asyncio.Event()
@@ -194,6 +202,7 @@ class HubStats:
     refreshes: int = 0
     messages: int = 0  # written to sockets
     resyncs: int = 0  # pages sent a full state again because they fell behind
+    refused: int = 0  # pages over their address's or ticket's limit
 
 
 class Hub:
@@ -214,6 +223,8 @@ class Hub:
         self._sub: Subscription | None = None
         self._tick: asyncio.Task[None] | None = None
         self._clients: set[Client] = set()
+        self._per_address: Counter[str] = Counter()  # screen and kiosk pages
+        self._refusals = Reporter("display pages refused")
         self._closing = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -375,9 +386,11 @@ class Hub:
         if len(self._clients) >= MAX_CLIENTS:
             log.warning("display: %d pages connected; refusing more", len(self._clients))
             raise web.HTTPServiceUnavailable(text="too many pages connected")
+        address = request.remote or ""
+        self._refuse_over_limits(feed, address)
         ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, compress=False, max_msg_size=4096)
         await ws.prepare(request)
-        client = Client(ws)
+        client = Client(ws, address)
         # No await between computing the full state and joining: no patch can slip between.
         view = feed.view()
         if view is None:
@@ -392,6 +405,8 @@ class Hub:
         client.push(dumps(feed.full(view)))
         feed.clients.add(client)
         self._clients.add(client)
+        if not isinstance(feed, TicketFeed):
+            self._per_address[address] += 1
         writer = asyncio.get_running_loop().create_task(self._write(client, feed))
         try:
             async for _ in ws:
@@ -399,11 +414,32 @@ class Hub:
         finally:
             feed.clients.discard(client)
             self._clients.discard(client)
+            if not isinstance(feed, TicketFeed):
+                self._per_address[address] -= 1
+                if self._per_address[address] <= 0:
+                    del self._per_address[address]
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             if isinstance(feed, TicketFeed) and not feed.clients:
                 self.tickets.pop(feed.token, None)
         return ws
+
+    def _refuse_over_limits(self, feed: Feed, address: str) -> None:
+        """429 before the upgrade: a screen or kiosk beyond its address's share, a ticket's
+        page beyond its ticket's. Phones behind one gateway share an address but not a
+        ticket, so their pages are counted per ticket."""
+        limits = self.config.web.limits
+        if isinstance(feed, TicketFeed):
+            if len(feed.clients) < limits.feeds_per_ticket:
+                return
+            why = f"at most {limits.feeds_per_ticket} pages per ticket"
+        elif self._per_address[address] < limits.feeds_per_client:
+            return
+        else:
+            why = f"at most {limits.feeds_per_client} screens and kiosks per address"
+        self.stats.refused += 1
+        self._refusals.count(why)
+        raise web.HTTPTooManyRequests(text=why, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     async def _write(self, client: Client, feed: Feed) -> None:
         ws = client.ws

@@ -69,9 +69,9 @@ class KioskGate:
                 "127.0.0.1 and could issue tickets: list the kiosks in config.yaml",
                 config.web.public_url,
             )
-        limits = config.limits
-        self.tickets = _buckets(limits.kiosk_tickets)
-        self.codes = _buckets(limits.wrong_codes_per_kiosk)
+        limits = config.kiosk_limits
+        self.tickets = _buckets(limits.tickets)
+        self.codes = _buckets(limits.wrong_codes)
         self.hall_codes = _buckets(limits.wrong_codes_hall, max_clients=1)
         self.not_a_kiosk = 0
 

@@ -110,13 +110,49 @@ class SerialPort(Protocol):
     def close(self) -> None: ...
 
 
+class Unopened(Protocol):
+    """A pyserial port made with do_not_open=True (the stubs' SerialBase lacks open)."""
+
+    def open(self) -> None: ...
+
+
 def open_port(url: str, baudrate: int) -> SerialPort:
     # A read timeout rather than timeout=0: the reader thread blocks in read() and looks at
     # its stop flag between reads.
     port = serial.serial_for_url(
-        url, baudrate=baudrate, timeout=READ_POLL_S, write_timeout=WRITE_TIMEOUT_S
+        url,
+        baudrate=baudrate,
+        timeout=READ_POLL_S,
+        write_timeout=WRITE_TIMEOUT_S,
+        do_not_open=True,
     )
+    open_keeping_input(cast(Unopened, port))
     return cast(SerialPort, port)
+
+
+def open_keeping_input(port: Unopened) -> None:
+    """Open `port` without the input flush pyserial does on open.
+
+    A device that speaks as soon as the link is up (a dispenser sending the TAKE pressed
+    while the port was closed, a ser2net server replaying its buffer on connect) would
+    otherwise lose that line: the flush discards whatever arrived before it, so its request
+    went unanswered whenever it won the race. A stale partial line costs nothing instead:
+    the decoder drops it at the next LF.
+    """
+    # Every pyserial class (posix, socket://, rfc2217://, loop://) flushes through one of
+    # these two names during open(); shadowed on the instance for the open only.
+    names = ("reset_input_buffer", "_reset_input_buffer")
+    for name in names:
+        setattr(port, name, _keep_input)
+    try:
+        port.open()
+    finally:
+        for name in names:
+            port.__dict__.pop(name, None)
+
+
+def _keep_input() -> None:
+    pass
 
 
 class SerialLink:

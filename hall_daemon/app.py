@@ -30,6 +30,8 @@ from sync import SyncHandle, start_sync
 from . import commands as c
 from .admin import AdminHandle, AdminHandles, setup_admin
 from .config import ConfigError, HallConfig
+from .connections import FrontDoor, start_web
+from .filemodes import ensure_state_dir
 from .hall import Hall
 from .model import DomainError
 from .reload import reload_config
@@ -78,7 +80,7 @@ async def _every(period: float, name: str, job: Callable[[], Awaitable[object]])
 class Daemon:
     def __init__(self, config: HallConfig) -> None:
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(config.state_dir)
         spec = config.to_spec()
         warp = os.environ.get(CLOCK_ENV)
         self.hall = Hall(
@@ -91,6 +93,7 @@ class Daemon:
             log.warning("%s=%s: the hall runs on a simulated clock", CLOCK_ENV, warp)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.front_door: FrontDoor | None = None
         self.ports: PortManager | None = None
         self.voice: VoiceHandle | None = None
         self.printer: PrinterHandle | None = None
@@ -126,10 +129,7 @@ class Daemon:
             printer=self.printer,
         )
         self.admin = setup_admin(app, self.hall, self.config, handles)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.web.host, self.config.web.port)
-        await site.start()
+        self._runner, self.front_door = await start_web(app, self.config.web)
         log.info("web server on http://%s:%d/", self.config.web.host, self.config.web.port)
         loop = asyncio.get_running_loop()
         self._tasks += [

@@ -11,6 +11,7 @@ from datetime import datetime, time, tzinfo
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
+from .filemodes import restrict_umask, secret_file_problems
 
 if TYPE_CHECKING:
     from .config import HallConfig
@@ -43,6 +44,13 @@ def _load(path: str) -> HallConfig:
         raise SystemExit(2) from None
 
 
+def _refuse_open_secrets(config: HallConfig) -> None:
+    problems = secret_file_problems(config)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        raise SystemExit(2)
+
+
 def prepare_run(config: HallConfig) -> None:
     """Before the daemon's modules are imported. python-escpos (receipts) parses its printer
     database with pure-Python YAML at import time unless it finds the pickle it made
@@ -58,6 +66,7 @@ def prepare_run(config: HallConfig) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    _refuse_open_secrets(config)
     prepare_run(config)
     from .app import run
 
@@ -67,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
+    _refuse_open_secrets(config)
     spec = config.to_spec()
     print(
         f"{args.file}: OK — hall {config.hall.id!r}, {len(spec.services)} services, "
@@ -250,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_umask()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -16,7 +16,6 @@ import difflib
 import ipaddress
 import os
 import re
-import stat
 import string
 import types
 from collections.abc import Hashable, Iterable, Iterator
@@ -355,12 +354,26 @@ class MqttConfig(_Model):
     protocol: Literal[5, 311] = 5
 
 
+class WebLimits(_Model):
+    """What one client, and all of them together, may hold of the web server."""
+
+    # Also kept 256 under the process's open-file limit, for the database, ports and voice.
+    connections: int = Field(default=768, ge=16, le=1_000_000)
+    connections_per_client: int = Field(default=256, ge=1)
+    head_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    idle_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    # Screen and kiosk WebSockets from one address; an applicant page's are capped per ticket.
+    feeds_per_client: int = Field(default=16, ge=1)
+    feeds_per_ticket: int = Field(default=4, ge=1)
+
+
 class WebConfig(_Model):
     host: Text = "127.0.0.1"
     port: Port = 8080
     public_url: Annotated[str, AfterValidator(_http_url)] | None = None
     # A file holding the token Prometheus sends as `Authorization: Bearer` for /metrics.
     metrics_token_file: LocalPath | None = None
+    limits: WebLimits = Field(default_factory=WebLimits)
 
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
@@ -404,11 +417,11 @@ class RateLimit(_Model):
     every_s: float = Field(gt=0, le=86_400)
 
 
-class LimitsConfig(_Model):
+class KioskLimits(_Model):
     # A kiosk serves one applicant at a time, a few seconds each; a script does not.
-    kiosk_tickets: RateLimit = RateLimit(burst=10, every_s=5)
+    tickets: RateLimit = RateLimit(burst=10, every_s=5)
     # Refused check-in codes (unknown, too early, ...), per kiosk and for the whole hall.
-    wrong_codes_per_kiosk: RateLimit = RateLimit(burst=5, every_s=900)
+    wrong_codes: RateLimit = RateLimit(burst=5, every_s=900)
     wrong_codes_hall: RateLimit = RateLimit(burst=10, every_s=600)
 
 
@@ -426,7 +439,7 @@ class HallConfig(_Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     kiosks: tuple[KioskConfig, ...] = THIS_PC_KIOSKS
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    kiosk_limits: KioskLimits = Field(default_factory=KioskLimits)
 
     # Not part of the file: where it came from, so later messages can point into it.
     _source: Path | None = PrivateAttr(default=None)
@@ -907,8 +920,8 @@ def _check_kiosks(config: HallConfig) -> Problems:
 
 def _key_file_problems(kiosk: KioskConfig) -> Iterator[str]:
     assert kiosk.key_file is not None
+    # Its permissions are judged with the other secret files (filemodes.secret_file_problems).
     try:
-        mode = kiosk.key_file.stat().st_mode
         key = kiosk.read_key()
     except OSError as exc:
         yield f"cannot read {kiosk.key_file}: {exc.strerror or exc}"
@@ -916,7 +929,5 @@ def _key_file_problems(kiosk: KioskConfig) -> Iterator[str]:
     except UnicodeDecodeError:
         yield f"{kiosk.key_file} is not UTF-8 text"
         return
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        yield f"{kiosk.key_file} is readable or writable by everyone: chmod 600 (or 640) it"
-    elif len(key) < KIOSK_KEY_MIN:
+    if len(key) < KIOSK_KEY_MIN:
         yield f"the key in {kiosk.key_file} is shorter than {KIOSK_KEY_MIN} characters"

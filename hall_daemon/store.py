@@ -52,6 +52,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from hall_daemon.events import Event, StoredEvent
+from hall_daemon.filemodes import STATE_DIR_MODE, ensure_private_database
 
 __all__ = ["Store", "StoreError", "metadata"]
 
@@ -251,7 +252,9 @@ class Store:
             if url.get_backend_name() == "sqlite":
                 if url.database and url.database != ":memory:":
                     # A fresh hall's data directory may not exist yet.
-                    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                    database = Path(url.database)
+                    database.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+                    ensure_private_database(database)
                 engine = create_engine(url)
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def test_unknown_top_level_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert problems_in(text, tmp_path, monkeypatch) == [
         "config.yaml:16 servics: unknown field; did you mean 'services'?",
         "config.yaml:17 language: unknown field; expected one of: hall, state_dir, storage, "
-        "queue, services, counters, ports, printer, screens, voice, mqtt, web, kiosks, limits",
+        "queue, services, counters, ports, printer, screens, voice, mqtt, web, kiosks, "
+        "kiosk_limits",
     ]
 
 
@@ -290,3 +292,17 @@ def test_unreadable_and_empty_files(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert problems_in("# only a comment\n", tmp_path, monkeypatch) == [
         "config.yaml:1: the file is empty"
     ]
+
+
+def test_the_web_limits_example_is_valid_and_says_the_defaults() -> None:
+    from hall_daemon.config import WebLimits
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    block = re.search(r"(?m)^  # limits:\n(?:  #   .*\n)+", text)
+    assert block is not None
+    uncommented = "".join(line.replace("# ", "", 1) for line in block[0].splitlines(True))
+    text = text.replace(block[0], uncommented)
+    config = parse_config(text, "config.yaml", EXAMPLE.parent)
+    assert config.web.limits == WebLimits()
+    with pytest.raises(ConfigError, match=r"web\.limits\.head_timeout_s"):
+        parse_config(text.replace("head_timeout_s: 5 ", "head_timeout_s: 0 "), "config.yaml")

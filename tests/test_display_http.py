@@ -4,6 +4,7 @@ kiosk's commands, and one small message per change."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -286,3 +287,38 @@ async def test_a_screen_that_missed_events_gets_the_full_state_again(
                 pass
             assert msg["queues"]["C"]["waiting"] == 40
         assert rig.hall.bus.stats()["display"].dropped > 0
+
+
+async def test_pages_are_capped_per_ticket_and_screens_per_address(rig: Rig) -> None:
+    limits = rig.display.hub.config.web.limits
+    await rig.hall.submit(c.TakeTicket(T0, "A", "a-phone-behind-the-gateway-1"))
+    await rig.hall.submit(c.TakeTicket(T0, "A", "a-phone-behind-the-gateway-2"))
+    async with contextlib.AsyncExitStack() as pages:
+        for _ in range(limits.feeds_per_ticket):
+            ws = await pages.enter_async_context(
+                rig.client.ws_connect("/ws/t/a-phone-behind-the-gateway-1")
+            )
+            assert (await ws.receive_json(timeout=5))["t"] == "full"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await rig.client.ws_connect("/ws/t/a-phone-behind-the-gateway-1")
+        assert refused.value.status == 429 and refused.value.headers is not None
+        assert refused.value.headers["Retry-After"] == "30"
+        # Another phone from the same address: its own ticket, its own share.
+        ws = await pages.enter_async_context(
+            rig.client.ws_connect("/ws/t/a-phone-behind-the-gateway-2")
+        )
+        assert (await ws.receive_json(timeout=5))["t"] == "full"
+
+        for i in range(limits.feeds_per_client):
+            path = "/ws/kiosk" if i % 2 else "/ws/screen/hall"
+            ws = await pages.enter_async_context(rig.client.ws_connect(path))
+            assert (await ws.receive_json(timeout=5))["t"] == "full"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await rig.client.ws_connect("/ws/screen/area-a")
+        assert refused.value.status == 429
+    for _ in range(100):  # the server's side of the closes
+        if rig.display.stats()["connected"]["screens"]["hall"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    async with rig.client.ws_connect("/ws/screen/area-a") as ws:  # the share is back
+        assert (await ws.receive_json(timeout=5))["t"] == "full"

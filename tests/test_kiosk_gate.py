@@ -8,6 +8,7 @@ import pytest
 
 from display.kiosk_gate import KioskGate
 from hall_daemon.config import ConfigError, HallConfig, load_config
+from hall_daemon.filemodes import secret_file_problems
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +57,7 @@ def test_kiosk_entries_are_checked_naming_the_line(tmp_path: Path) -> None:
     assert "kiosks[0]" not in found
     assert "kiosks[1]: give address or key_file (one of them)" in found
     assert "kiosks[2]: give address or key_file (one of them)" in found
-    assert f"kiosks[3].key_file: {loose} is readable or writable by everyone" in found
+    assert "kiosks[3]" not in found  # its mode is judged with the other secret files
     assert f"kiosks[4].key_file: the key in {short} is shorter than 16" in found
     assert "kiosks[5].key_file: cannot read" in found
     assert "kiosks[6].id: kiosk 'e' is already listed at kiosks[4]" in found
@@ -75,8 +76,8 @@ now = [0.0]
 def test_wrong_codes_are_limited_per_kiosk_and_for_the_hall(tmp_path: Path) -> None:
     gate = gate_for(
         tmp_path,
-        "limits:\n"
-        "  wrong_codes_per_kiosk: {burst: 3, every_s: 600}\n"
+        "kiosk_limits:\n"
+        "  wrong_codes: {burst: 3, every_s: 600}\n"
         "  wrong_codes_hall: {burst: 5, every_s: 360}\n",
     )
     now[0] = 0.0
@@ -97,10 +98,23 @@ def test_wrong_codes_are_limited_per_kiosk_and_for_the_hall(tmp_path: Path) -> N
 
 
 def test_tickets_come_in_a_burst_then_at_the_rate(tmp_path: Path) -> None:
-    gate = gate_for(tmp_path, "limits:\n  kiosk_tickets: {burst: 2, every_s: 5}\n")
+    gate = gate_for(tmp_path, "kiosk_limits:\n  tickets: {burst: 2, every_s: 5}\n")
     now[0] = 100.0
     answers = [gate.take_ticket("hall@192.168.1.2") for _ in range(3)]
     assert answers[:2] == [None, None]
     assert answers[2] is not None and answers[2].slug == "too-many-tickets"
     now[0] = 105.0
     assert gate.take_ticket("hall@192.168.1.2") is None
+
+
+def test_a_kiosk_key_file_others_can_read_is_refused_naming_it(tmp_path: Path) -> None:
+    loose = tmp_path / "loose.key"
+    loose.write_text("k" * 32)
+    loose.chmod(0o644)
+    config = load_config(with_kiosks(tmp_path, f"  - {{id: d, key_file: {loose}}}\n"))
+    [problem] = secret_file_problems(config)
+    assert problem.endswith(
+        f"kiosks[0].key_file: {loose} is readable by others (mode 0644); chmod 600 it"
+    )
+    loose.chmod(0o640)
+    assert secret_file_problems(config) == []

@@ -559,6 +559,78 @@ async def test_ports_reconnect_by_themselves_and_alone(hall: Hall, tmp_path: Pat
             await server.kill()
 
 
+# -- the link-up race -------------------------------------------------------------------------
+
+
+class EagerDispenser:
+    """A serial server whose dispenser sends a TAKE the moment the daemon connects (the
+    button was pressed while the link was down), reads the reply, then drops the link."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.replies: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self._taken = 0
+
+    @property
+    def url(self) -> str:
+        return f"socket://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._taken += 1
+        writer.write(b"TAKE A #%d\n" % self._taken)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                while True:
+                    line = await reader.readline()
+                    if not line or not line.startswith(b"STATUS "):
+                        break
+                self.replies.append(line)
+        writer.close()
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.mark.service
+async def test_a_take_sent_as_the_link_comes_up_is_answered_every_time(hall: Hall) -> None:
+    device = EagerDispenser()
+    await device.start()
+    links = 30
+    manager = await start_ports(
+        hall, with_ports(dispenser_port(device.url)), backoff=lambda: Backoff(0.01, 0.02)
+    )
+    try:
+        await eventually(lambda: len(device.replies) >= links, 20.0, f"{links} link-ups")
+    finally:
+        await manager.stop()
+        await device.stop()
+    for n, reply in enumerate(device.replies[:links], start=1):
+        assert re.fullmatch(rb"TICKET A%03d A \d+ \d+ #%d\n" % (n, n), reply), (n, reply)
+
+
+@pytest.mark.service
+async def test_a_take_waiting_in_a_pty_before_the_port_opens_is_answered(
+    hall: Hall, tmp_path: Path
+) -> None:
+    socat = SocatPair(tmp_path)
+    await socat.start()
+    dispenser = LineDevice(socat.peer)
+    try:
+        socat.peer.write(b"TAKE A #5\n")  # pressed before the daemon opened its end
+        async with running(hall, with_ports(dispenser_port(socat.url))):
+            reply = await dispenser.reply()
+            assert re.fullmatch(rb"TICKET A001 A \d+ \d+ #5\n", reply), reply
+    finally:
+        await socat.kill()
+
+
 # -- the link alone --------------------------------------------------------------------------
 
 

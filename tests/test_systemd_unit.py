@@ -55,6 +55,9 @@ def test_the_unit_asks_for_what_the_issue_requires() -> None:
     for key in ("ProtectHome", "NoNewPrivileges", "PrivateTmp"):
         assert directives[key] == "yes"
     assert set(directives["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    # More descriptors than web.limits.connections and their reserve; nothing for others.
+    assert int(directives["LimitNOFILE"]) >= 768 + 256
+    assert directives["StateDirectoryMode"] == "0750" and directives["UMask"] == "0027"
 
 
 def test_the_memory_benchmark_runs_the_daemon_with_the_units_environment() -> None:
