@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -237,7 +238,7 @@ async def test_a_dispenser_take_and_checkin_land_in_the_file_printer(
     await server.start()
     dispenser = LineDevice(server.peer)
     start = hall.now()
-    await hall.submit(c.UpsertAppointment(start, "AP-77", "B", start, start.replace(hour=23)))
+    await hall.submit(c.UpsertAppointment(start, "AP-77", "B", start, start + timedelta(hours=2)))
     async with (
         printing(hall, config) as printer,
         running(hall, with_ports(dispenser_port(server.url))) as ports,
