@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,8 +12,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from hall_daemon import commands as c
+from hall_daemon.config import load_config
+from hall_daemon.hall import Hall
+from hall_daemon.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +40,39 @@ def write_config(tmp: Path, *, web_port: int, **replace: str) -> Path:
     path = tmp / "config.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def quiet_config(tmp: Path, port: int, extra: str = "") -> Path:
+    """The example hall without broker, voice or serial peers; `extra` is appended YAML."""
+    path = write_config(
+        tmp,
+        web_port=port,
+        **{
+            r"(?m)^(voice:\n  enabled:) true": r"\1 false",
+            r"(?m)^(mqtt:\n  enabled:) true": r"\1 false",
+            r"socket://127\.0\.0\.1:7001": f"socket://127.0.0.1:{free_port()}",
+            r"socket://127\.0\.0\.1:7002": f"socket://127.0.0.1:{free_port()}",
+        },
+    )
+    if extra:
+        path.write_text(path.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    return path
+
+
+def seed_appointment(config: Path, code: str, service: str = "B") -> None:
+    """An appointment open for check-in now, in the store the daemon will open."""
+
+    async def seed() -> None:
+        hall_config = load_config(config)
+        hall_config.state_dir.mkdir(parents=True, exist_ok=True)
+        hall = Hall(hall_config.to_spec(), Store(hall_config.database_url()))
+        await hall.start()
+        now = hall.now()
+        start, end = now + timedelta(minutes=10), now + timedelta(minutes=70)
+        await hall.submit(c.UpsertAppointment(now, code, service, start, end))
+        await hall.stop()
+
+    asyncio.run(seed())
 
 
 def simulated_hall_config(

@@ -13,58 +13,19 @@ import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from hall_daemon import commands as c
-from hall_daemon.config import load_config
-from hall_daemon.hall import Hall
-from hall_daemon.store import Store
-from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
+from tests.daemon_harness import Daemon, free_port, hall_daemon, quiet_config, seed_appointment
 
 pytestmark = pytest.mark.service
 
 PASSWORD = "the hall admin's own password"
 APPOINTMENT = "000777"  # a real code among the 2,000 an attacker tries in order
 KIOSK_KEY = "lobby-kiosk-key-0123456789abcdef"
-
-
-def quiet_config(tmp_path: Path, port: int, extra: str = "") -> Path:
-    """The example hall without broker, voice or serial peers; `extra` is appended YAML."""
-    path = write_config(
-        tmp_path,
-        web_port=port,
-        **{
-            r"(?m)^(voice:\n  enabled:) true": r"\1 false",
-            r"(?m)^(mqtt:\n  enabled:) true": r"\1 false",
-            r"socket://127\.0\.0\.1:7001": f"socket://127.0.0.1:{free_port()}",
-            r"socket://127\.0\.0\.1:7002": f"socket://127.0.0.1:{free_port()}",
-        },
-    )
-    if extra:
-        path.write_text(path.read_text(encoding="utf-8") + extra, encoding="utf-8")
-    return path
-
-
-def seed_appointment(config: Path, code: str) -> None:
-    """An appointment open for check-in now, in the store the daemon will open."""
-
-    async def seed() -> None:
-        hall_config = load_config(config)
-        hall_config.state_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(Store.sqlite_url(hall_config.state_dir / "hall.db"))
-        hall = Hall(hall_config.to_spec(), store)
-        await hall.start()
-        now = hall.now()
-        start, end = now + timedelta(minutes=10), now + timedelta(minutes=70)
-        await hall.submit(c.UpsertAppointment(now, code, "B", start, end))
-        await hall.stop()
-
-    asyncio.run(seed())
 
 
 def session(source: str = "127.0.0.1", connections: int = 0) -> aiohttp.ClientSession:

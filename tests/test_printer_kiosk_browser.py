@@ -15,7 +15,7 @@ from PIL import Image
 from playwright.async_api import expect
 
 from tests.chromium import chromium
-from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
+from tests.daemon_harness import Daemon, free_port, hall_daemon, quiet_config
 
 pytestmark = pytest.mark.service
 
@@ -29,20 +29,6 @@ def qr_payloads(data: bytes) -> list[str]:
         length = m.group(1)[0] + 256 * m.group(1)[1] - 3
         found.append(data[m.end() : m.end() + length].decode())
     return found
-
-
-def quiet_config(tmp_path: Path, port: int) -> Path:
-    # No MQTT broker, no voice warm-up, and serial ports where nobody listens.
-    return write_config(
-        tmp_path,
-        web_port=port,
-        **{
-            r"(?m)^(voice:\n  enabled:) true": r"\1 false",
-            r"(?m)^(mqtt:\n  enabled:) true": r"\1 false",
-            r"socket://127\.0\.0\.1:7001": f"socket://127.0.0.1:{free_port()}",
-            r"socket://127\.0\.0\.1:7002": f"socket://127.0.0.1:{free_port()}",
-        },
-    )
 
 
 async def admin_png(base: str, password: str, path: str) -> tuple[int, bytes]:

@@ -12,16 +12,11 @@ import os
 import re
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 
-from hall_daemon import commands as c
-from hall_daemon.config import load_config
-from hall_daemon.hall import Hall
-from hall_daemon.store import Store
-from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
+from tests.daemon_harness import Daemon, free_port, hall_daemon, quiet_config, seed_appointment
 
 PASSWORD = "the hall admin's own password"
 APPOINTMENT = "000777"
@@ -29,33 +24,6 @@ LOGIN_BURST = 200
 KIOSK_FLOOD = 200
 CODE_GUESSES = 2000
 STRANGERS = 60  # other addresses (127.0.0.2 ...) sending wrong passwords
-
-
-def _config(tmp: Path, port: int) -> Path:
-    return write_config(
-        tmp,
-        web_port=port,
-        **{
-            r"(?m)^(voice:\n  enabled:) true": r"\1 false",
-            r"(?m)^(mqtt:\n  enabled:) true": r"\1 false",
-            r"socket://127\.0\.0\.1:7001": f"socket://127.0.0.1:{free_port()}",
-            r"socket://127\.0\.0\.1:7002": f"socket://127.0.0.1:{free_port()}",
-        },
-    )
-
-
-def _seed_appointment(config: Path) -> None:
-    async def seed() -> None:
-        hall_config = load_config(config)
-        hall_config.state_dir.mkdir(parents=True, exist_ok=True)
-        hall = Hall(hall_config.to_spec(), Store(hall_config.database_url()))
-        await hall.start()
-        now = hall.now()
-        start, end = now + timedelta(minutes=10), now + timedelta(minutes=70)
-        await hall.submit(c.UpsertAppointment(now, APPOINTMENT, "B", start, end))
-        await hall.stop()
-
-    asyncio.run(seed())
 
 
 def _session(source: str = "127.0.0.1") -> aiohttp.ClientSession:
@@ -162,10 +130,10 @@ async def _kiosk(daemon: Daemon, base: str) -> dict[str, object]:
 def run() -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="attack-web-") as tmp:
         port = free_port()
-        config = _config(Path(tmp), port)
+        config = quiet_config(Path(tmp), port)
         done = hall_daemon("set-password", "-c", str(config), "--stdin", input=PASSWORD + "\n")
         assert done.returncode == 0, done.stderr
-        _seed_appointment(config)
+        seed_appointment(config, APPOINTMENT)
         daemon = Daemon(config, port)
         daemon.start()
         base = f"http://127.0.0.1:{port}"
