@@ -31,10 +31,10 @@ from aiohttp import WSCloseCode, web
 
 from hall_daemon.bus import Subscription
 from hall_daemon.config import HallConfig, ScreenConfig
-from hall_daemon.connections import Reporter
 from hall_daemon.engine import DAY_STARTED
 from hall_daemon.events import NOTICE_SET, TICKET_CALLED, TICKET_RECALLED, StoredEvent
 from hall_daemon.hall import Hall
+from hall_daemon.quietlog import Reporter
 
 from .views import (
     JSON,
@@ -224,7 +224,7 @@ class Hub:
         self._tick: asyncio.Task[None] | None = None
         self._clients: set[Client] = set()
         self._per_address: Counter[str] = Counter()  # screen and kiosk pages
-        self._refusals = Reporter("display pages refused")
+        self._refusals = Reporter(log, "web: display pages refused")
         self._closing = False
 
     # -- life cycle -------------------------------------------------------------------------

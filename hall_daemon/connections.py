@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .quietlog import Reporter
+
 if TYPE_CHECKING:
     from .config import WebConfig, WebLimits
 
@@ -49,7 +51,6 @@ ACCEPT_BATCH = 64  # connections taken per wake-up, so one flood cannot hog the 
 ACCEPT_PAUSE_S = 0.5  # after an accept error (EMFILE, ENFILE, ENOBUFS, ENOMEM)
 IDLE_GRACE_S = 1.0  # kept-alive and idle this long: may be closed to make room
 BACKLOG = 128
-REPORT_EVERY_S = 60.0
 SELECT_LIMIT = 1024  # FD_SETSIZE
 
 
@@ -83,39 +84,6 @@ class DoorStats:
     accept_errors: int = 0
 
 
-class Reporter:
-    """A warning at most once per `every` seconds, carrying what was counted meanwhile.
-
-    The first event after a quiet spell is reported at once; the next ones are gathered
-    and reported together when the interval is over. Runs on the event loop.
-    """
-
-    def __init__(self, what: str, every: float = REPORT_EVERY_S) -> None:
-        self.what = what
-        self.every = every
-        self.counts: Counter[str] = Counter()
-        self._last = -every
-        self._pending = False
-
-    def count(self, kind: str) -> None:
-        self.counts[kind] += 1
-        if self._pending:
-            return
-        wait = self._last + self.every - time.monotonic()
-        if wait <= 0:
-            self._report()
-        else:
-            self._pending = True
-            asyncio.get_running_loop().call_later(wait, self._report)
-
-    def _report(self) -> None:
-        self._pending = False
-        self._last = time.monotonic()
-        detail = ", ".join(f"{n} {k}" for k, n in self.counts.most_common())
-        log.warning("web: %s: %s (reported at most every %g s)", self.what, detail, self.every)
-        self.counts.clear()
-
-
 class FrontDoor:
     """The connections held, per client address, and which of them could make room: the
     silent (no request head yet) and the idle (kept alive between requests)."""
@@ -129,7 +97,7 @@ class FrontDoor:
         self.idle: OrderedDict[GuardedConnection, float] = OrderedDict()  # -> idle since
         self.by_transport: dict[asyncio.BaseTransport, GuardedConnection] = {}
         self.stats = DoorStats()
-        self.refusals = Reporter("connections refused or closed")
+        self.refusals = Reporter(log, "web: connections refused or closed")
 
     def refusal(self, client: str) -> str | None:
         """Why a new connection from `client` is refused, or None to admit it."""
@@ -281,7 +249,7 @@ class Listener:
         self.sock = sock
         self.door = door
         self.factory = factory
-        self.errors = Reporter("accept failed (accepting paused briefly each time)")
+        self.errors = Reporter(log, "web: accept failed (accepting paused briefly each time)")
         self._connecting: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:

@@ -35,11 +35,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from hall_daemon import commands as c
 from hall_daemon.hall import Hall, HallUnavailable
 from hall_daemon.model import Conflict, DomainError, NotFound
+from hall_daemon.quietlog import OncePer
 from hall_daemon.state import CANCELLED, WAITING
 from hall_daemon.store import StoreError
 
 from . import payloads
-from .throttle import OncePer
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,13 @@ from paho.mqtt.properties import Properties
 from hall_daemon.config import HallConfig
 from hall_daemon.events import StoredEvent, format_time
 from hall_daemon.hall import Hall
+from hall_daemon.quietlog import OncePer
 
 from . import payloads
 from .commands import CommandProcessor
 from .connection import Connection, ConnectionLost, Message, PublishRefused, Session, Settings
 from .live import LiveState
 from .outbox import OutboxPump
-from .throttle import OncePer
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from hall_daemon.connections import (
     FrontDoor,
     GuardedConnection,
     Listener,
-    Reporter,
     connection_cap,
     start_web,
 )
+from hall_daemon.quietlog import Reporter
 
 pytestmark = pytest.mark.unit
 
@@ -136,7 +136,9 @@ async def test_accept_errors_pause_accepting_and_are_logged_once_with_a_count(
 async def test_a_reporter_says_at_once_then_what_it_counted_meanwhile(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    reporter = Reporter("things refused", every=0.1)
+    reporter = Reporter(
+        logging.getLogger("hall_daemon.connections"), "web: things refused", every=0.1
+    )
     with caplog.at_level(logging.WARNING, logger="hall_daemon.connections"):
         for kind in ("a", "b", "a", "a"):
             reporter.count(kind)

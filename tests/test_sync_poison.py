@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hall_daemon.quietlog import OncePer
 from sync import SyncOptions, payloads
 from sync.commands import MAX_DEPTH, CommandProcessor, Refused, parse, read_id, too_deep
 from sync.service import RestartPause, SyncHandle
-from sync.throttle import OncePer
 from tests.mqtt_broker import CONFIG, SPEC, T0, Clock, make_hall
 
 pytestmark = pytest.mark.unit
