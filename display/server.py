@@ -54,6 +54,11 @@ STATIC_ROUTE = "display_static"
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # secrets.token_urlsafe(16) gives 22 characters
 KIOSK_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_CODE = 256
+# A public kiosk says the same of a code that does not exist and of one that exists but
+# cannot be checked in now: a guesser learns nothing from a miss, not even that a code is
+# booked for another day, and can only hit the few codes open for check-in at that moment.
+NOT_CHECKABLE_NOW = frozenset({"unknown-code", "too-early", "expired", "already-checked-in"})
+NO_APPOINTMENT_NOW = "no-appointment-now"
 MAX_BODY = 4096  # a service code, a flag, a kiosk id, a 256-character code: far less
 PRINT_TIMEOUT_S = 30.0
 
@@ -333,6 +338,15 @@ class _Pages:
             self.gate.code_accepted(client)
         return answer
 
+    def _no_appointment_now(self) -> web.Response:
+        minutes = self.config.queue.checkin_early_minutes
+        return _error(
+            404,
+            NO_APPOINTMENT_NOW,
+            f"no appointment to check in with this code now; check-in opens {minutes} "
+            "minutes before the appointment's time",
+        )
+
     async def _check_in(self, code: str, kiosk: str) -> web.Response:
         token = _token_in(code)
         if token is not None and token in self.hall.state.by_token:
@@ -340,12 +354,18 @@ class _Pages:
             # it and print it, like a ticket taken here.
             return self._ticket_response(token, kiosk, existing=True)
         new_token = secrets.token_urlsafe(16)
-        return await self._issue(c.CheckIn(self.hall.now(), code, new_token), new_token, kiosk)
+        command = c.CheckIn(self.hall.now(), code, new_token)
+        return await self._issue(command, new_token, kiosk, hidden=NOT_CHECKABLE_NOW)
 
-    async def _issue(self, command: c.Command, token: str, kiosk: str) -> web.Response:
+    async def _issue(
+        self, command: c.Command, token: str, kiosk: str, hidden: frozenset[str] = frozenset()
+    ) -> web.Response:
+        """`hidden`: refusals answered as one, so that the answer tells nothing more."""
         try:
             await self.hall.submit(command)
         except DomainError as exc:
+            if exc.slug in hidden:
+                return self._no_appointment_now()
             status = 503 if exc.code >= 500 else exc.code
             return _error(status, exc.slug, exc.message)
         return self._ticket_response(token, kiosk, existing=False)

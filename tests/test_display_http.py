@@ -128,7 +128,7 @@ async def test_the_kiosk_issues_through_take_ticket_and_prints(tmp_path: Path) -
         # Refusals keep the engine's error slug, for the page's message.
         assert (await rig.post("/kiosk/ticket", {"service": "Z"}))[0] == 404
         status, body = await rig.post("/kiosk/code", {"code": "nope"})
-        assert status == 404 and body["error"]["slug"] == "unknown-code"
+        assert status == 404 and body["error"]["slug"] == "no-appointment-now"
         assert (await rig.post("/kiosk/ticket", {"service": 1}))[0] == 400
         assert (await rig.post("/kiosk/ticket", ["A"]))[0] == 400
         # A cross-site form post cannot send JSON: refused before anything happens.
@@ -322,3 +322,23 @@ async def test_pages_are_capped_per_ticket_and_screens_per_address(rig: Rig) -> 
         await asyncio.sleep(0.02)
     async with rig.client.ws_connect("/ws/screen/area-a") as ws:  # the share is back
         assert (await ws.receive_json(timeout=5))["t"] == "full"
+
+
+async def test_the_kiosk_tells_a_guesser_nothing_about_codes_it_cannot_check_in_now(
+    rig: Rig,
+) -> None:
+    tomorrow, later = T0 + timedelta(days=1), T0 + timedelta(hours=3)
+    hour = timedelta(hours=1)
+    await rig.hall.submit(c.UpsertAppointment(T0, "TOMORROW", "B", tomorrow, tomorrow + hour))
+    await rig.hall.submit(c.UpsertAppointment(T0, "LATER", "B", later, later + hour))
+    await rig.hall.submit(c.UpsertAppointment(T0, "NOW", "B", T0, T0 + timedelta(minutes=30)))
+    assert (await rig.post("/kiosk/code", {"code": "NOW"}))[0] == 200
+    answers = [
+        (await rig.post("/kiosk/code", {"code": code}))
+        for code in ("NO-SUCH-CODE", "TOMORROW", "LATER", "NOW")
+    ]
+    assert answers == [answers[0]] * 4, answers
+    status, body = answers[0]
+    assert status == 404 and body["error"]["slug"] == "no-appointment-now"
+    assert "check-in opens 30 minutes before" in body["error"]["message"]
+    assert len(rig.hall.state.tickets) == 1
