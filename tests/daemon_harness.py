@@ -16,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from hall_daemon import commands as c
 from hall_daemon.config import load_config
 from hall_daemon.hall import Hall
@@ -73,6 +75,13 @@ def seed_appointment(config: Path, code: str, service: str = "B") -> None:
         await hall.stop()
 
     asyncio.run(seed())
+
+
+def client_session(source: str = "127.0.0.1", connections: int = 0) -> aiohttp.ClientSession:
+    """An HTTP client from loopback address `source`, over at most `connections` at once (0:
+    as many as requests; the daemon's front door caps them per client)."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=connections)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
 def simulated_hall_config(

@@ -19,19 +19,20 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.daemon_harness import Daemon, free_port, hall_daemon, quiet_config, seed_appointment
+from tests.daemon_harness import (
+    Daemon,
+    client_session,
+    free_port,
+    hall_daemon,
+    quiet_config,
+    seed_appointment,
+)
 
 pytestmark = pytest.mark.service
 
 PASSWORD = "the hall admin's own password"
 APPOINTMENT = "000777"  # a real code among the 2,000 an attacker tries in order
 KIOSK_KEY = "lobby-kiosk-key-0123456789abcdef"
-
-
-def session(source: str = "127.0.0.1", connections: int = 0) -> aiohttp.ClientSession:
-    """`connections` 0: as many at once as requests (the front door caps them per client)."""
-    connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=connections)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
 @dataclass
@@ -93,7 +94,7 @@ async def metric(s: aiohttp.ClientSession, base: str, name: str) -> float:
 
 
 async def burst_logins(base: str, source: str, n: int) -> list[tuple[int, str | None]]:
-    async with session(source) as s:
+    async with client_session(source) as s:
 
         async def one(i: int) -> tuple[int, str | None]:
             async with s.post(
@@ -119,7 +120,7 @@ async def test_a_login_burst_checks_a_handful_and_never_locks_out_this_pc(
     daemon.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        async with session() as admin:
+        async with client_session() as admin:
             assert await login(admin, base, PASSWORD) == 303
             before = await metric(admin, base, "hall_admin_login_checks_total")
             answers = await burst_logins(base, "127.0.0.2", 200)
@@ -133,7 +134,7 @@ async def test_a_login_burst_checks_a_handful_and_never_locks_out_this_pc(
             [(status, retry)] = await burst_logins(base, "127.0.0.31", 1)
             assert status == 429 and retry is not None
         # ... which does not apply to the hall PC itself: its admin logs in at once.
-        async with session() as again:
+        async with client_session() as again:
             assert await login(again, base, PASSWORD) == 303
     finally:
         assert daemon.stop() == 0
@@ -143,7 +144,7 @@ async def test_a_login_burst_checks_a_handful_and_never_locks_out_this_pc(
 
 
 async def test_a_kiosk_flood_is_limited_and_leaves_the_daily_limit(hall: Running) -> None:
-    async with session() as s:
+    async with client_session() as s:
         answers = await asyncio.gather(
             *(post_json(s, hall.base + "/kiosk/ticket", {"service": "A"}) for _ in range(200))
         )
@@ -158,7 +159,7 @@ async def test_a_kiosk_flood_is_limited_and_leaves_the_daily_limit(hall: Running
 
 
 async def test_a_client_that_is_not_a_kiosk_gets_403(hall: Running) -> None:
-    async with session("127.0.0.2") as s:
+    async with client_session("127.0.0.2") as s:
         for path, body in (("/kiosk/ticket", {"service": "C"}), ("/kiosk/code", {"code": "1"})):
             status, answer, _ = await post_json(s, hall.base + path, body)
             assert status == 403 and answer["error"]["slug"] == "not-a-kiosk", answer
@@ -172,7 +173,7 @@ async def test_guessing_two_thousand_codes_finds_nothing(hall: Running) -> None:
     guesses = [f"{i:06d}" for i in range(2000)]
     # Over 100 connections, within the front door's cap per client: every guess meets the
     # kiosk's own limits.
-    async with session(connections=100) as s:
+    async with client_session(connections=100) as s:
         answers = await asyncio.gather(
             *(post_json(s, hall.base + "/kiosk/code", {"code": g}) for g in guesses)
         )
@@ -195,14 +196,14 @@ async def test_a_kiosk_elsewhere_is_known_by_its_key(tmp_path: Path) -> None:
     daemon.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        async with session("127.0.0.2") as s:
+        async with client_session("127.0.0.2") as s:
             ticket = {"service": "C", "kiosk": "lobby"}
             for key, expected in (("wrong-key-0123456789abcdef", 403), (KIOSK_KEY, 200)):
                 async with s.post(
                     base + "/kiosk/ticket", json=ticket, headers={"X-Kiosk-Key": key}
                 ) as r:
                     assert r.status == expected, await r.text()
-        async with session() as s:  # kiosks listed: this PC is no longer one by default
+        async with client_session() as s:  # kiosks listed: this PC is no longer one by default
             status, answer, _ = await post_json(s, base + "/kiosk/ticket", ticket)
             assert status == 403 and answer["error"]["slug"] == "not-a-kiosk"
     finally:
@@ -220,7 +221,7 @@ def nested(depth: int) -> str:
 
 
 async def test_deep_or_huge_json_is_refused_with_a_clear_error(hall: Running) -> None:
-    async with session() as s:
+    async with client_session() as s:
         for path in ("/kiosk/ticket", "/kiosk/code"):
             status, answer, _ = await post_json(s, hall.base + path, data=nested(1500))
             assert status == 400 and answer["error"]["slug"] == "bad-json", (path, answer)
@@ -260,7 +261,7 @@ def raw_response(base: str, request: bytes) -> bytes:
 
 async def test_no_response_names_the_server_software(hall: Running) -> None:
     seen: list[str | None] = []
-    async with session() as s:
+    async with client_session() as s:
         for path in ("/healthz", "/kiosk", "/static/display/base.css", "/nothing", "/admin/"):
             async with s.get(hall.base + path, allow_redirects=False) as r:
                 seen.append(r.headers.get("Server"))
