@@ -68,6 +68,7 @@ async def serve(port: int, db: Path, bus_url: str | None) -> None:
     from drivers.ports import start_ports
     from hall_daemon import commands as c
     from hall_daemon.config import load_config
+    from hall_daemon.connections import start_web
     from hall_daemon.hall import Hall
     from hall_daemon.store import Store
     from hall_daemon.web import make_app
@@ -107,9 +108,9 @@ async def serve(port: int, db: Path, bus_url: str | None) -> None:
 
     app.router.add_post("/bench/tickets", tickets)
     app.router.add_post("/bench/call", call)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    # Served as the daemon serves it: behind the front door.
+    web_config = config.web.model_copy(update={"host": "127.0.0.1", "port": port})
+    runner, _door = await start_web(app, web_config)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
