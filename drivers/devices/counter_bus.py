@@ -156,7 +156,14 @@ class CounterBus(DevicePort):
             message = bus68.parse(frame)
         except ProtocolError as exc:
             device.frames_bad += 1
-            log.info("port %s: %s %s sent a bad frame: %s", self.name, device.kind, device.id, exc)
+            self.quiet.info(
+                ("bad-frame", device.id),
+                "port %s: %s %s sent a bad frame: %s",
+                self.name,
+                device.kind,
+                device.id,
+                exc,
+            )
             return
         if not isinstance(message, KeyPress | Rating | DeviceStatus):
             device.frames_bad += 1
@@ -183,7 +190,13 @@ class CounterBus(DevicePort):
         device.responsive = True
         if device.address is not None:
             self._probing.discard(device.address)
-        log.info("port %s: %s %s answers again", self.name, device.kind, device.id)
+        self.quiet.info(
+            ("answers", device.id),
+            "port %s: %s %s answers again",
+            self.name,
+            device.kind,
+            device.id,
+        )
         self._refresh(None)
 
     def _forget_shown(self, device: DeviceHealth) -> None:
@@ -193,12 +206,19 @@ class CounterBus(DevicePort):
     def _key(self, device: DeviceHealth, press: KeyPress, at: datetime) -> None:
         if device.kind != "keypad" or device.counter is None:
             device.frames_bad += 1
-            log.info("port %s: key press from %s %s ignored", self.name, device.kind, device.id)
+            self.quiet.info(
+                ("not-a-keypad", device.id),
+                "port %s: key press from %s %s ignored",
+                self.name,
+                device.kind,
+                device.id,
+            )
             return
         action = key_action(press, device.counter, at, self._service_by_number)
         if isinstance(action, Unusable):
             device.refused += 1
-            log.info(
+            self.quiet.info(
+                ("unusable", device.id),
                 "port %s: keypad %s: %s %r: %s",
                 self.name,
                 device.id,
@@ -208,8 +228,11 @@ class CounterBus(DevicePort):
             )
         elif isinstance(action, PromptEvaluator):
             if not self._find_evaluator(action.counter):
-                log.info(
-                    "port %s: RATE at counter %d, which has no evaluator", self.name, action.counter
+                self.quiet.info(
+                    ("no-evaluator", device.id),
+                    "port %s: RATE at counter %d, which has no evaluator",
+                    self.name,
+                    action.counter,
                 )
         else:
             self._command(device, action)
@@ -231,7 +254,7 @@ class CounterBus(DevicePort):
         async def job() -> None:
             await self.submit(command, device)
 
-        self.later(job)
+        self.later(job, device)
 
     def _echo(self, frame: Frame, now: float) -> None:
         inflight = self._inflight
@@ -349,7 +372,8 @@ class CounterBus(DevicePort):
     def _unresponsive(self, device: DeviceHealth) -> None:
         device.responsive = False
         device.unresponsive += 1
-        log.warning(
+        self.quiet.warning(
+            ("unresponsive", device.id),
             "port %s: %s %s does not answer; trying again when it is next heard",
             self.name,
             device.kind,

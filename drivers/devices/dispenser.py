@@ -112,7 +112,7 @@ class DispenserPort(DevicePort):
         for item in self.decoder.feed(data):
             if isinstance(item, lp.LineError):
                 self.device.frames_bad += 1
-                log.info("port %s: dropped a line: %s", self.name, item.reason)
+                self.quiet.info(item.reason, "port %s: dropped a line: %s", self.name, item.reason)
                 continue
             self.device.heard(now)
             self._checksums = item.checksummed
@@ -153,7 +153,7 @@ class DispenserPort(DevicePort):
         try:
             data = lp.encode_line(words, line.request_id, line.checksummed)
         except ValueError:
-            log.exception("port %s: cannot encode reply %r", self.name, words)
+            self.quiet.exception("encode", "port %s: cannot encode reply %r", self.name, words)
             return
         self.send(data)
 
@@ -176,7 +176,7 @@ class DispenserPort(DevicePort):
         except DomainError as exc:
             return lp.err(exc.code if exc.code in lp.ERROR_CODES else 500, exc.slug)
         except Exception:
-            log.exception("port %s: failed on %r", self.name, request)
+            self.quiet.exception("failed", "port %s: failed on %r", self.name, request)
             return lp.err(500, "internal-error")
 
     async def _run(self, command: c.Command) -> list[StoredEvent]:
@@ -184,8 +184,13 @@ class DispenserPort(DevicePort):
             return await self.hall.submit(command)
         except DomainError as exc:
             self.device.refused += 1
-            log.info(
-                "port %s: %s refused: %s (%s)", self.name, type(command).__name__, exc, exc.slug
+            self.quiet.info(
+                ("refused", type(command).__name__, exc.slug),
+                "port %s: %s refused: %s (%s)",
+                self.name,
+                type(command).__name__,
+                exc,
+                exc.slug,
             )
             raise
 
@@ -238,7 +243,8 @@ class DispenserPort(DevicePort):
     def _hello(self, hello: lp.Hello) -> lp.Words:
         self.hello = hello
         if self.device.id != hello.device_id and self.device.id != self.name:
-            log.warning(
+            self.quiet.warning(
+                "not-expected",
                 "port %s: device says it is %s; config.yaml expects %s",
                 self.name,
                 hello.device_id,
@@ -248,7 +254,8 @@ class DispenserPort(DevicePort):
             self.device.id = hello.device_id
         self.device.kind = str(hello.kind)
         self.pushes_status = self.pushes_status or hello.kind is lp.DeviceKind.DISPENSER
-        log.info(
+        self.quiet.info(
+            "hello",
             "port %s: %s %s (firmware %s) said hello",
             self.name,
             hello.kind,
