@@ -107,19 +107,24 @@ class DevicePort:
         return True
 
     # -- jobs --------------------------------------------------------------------------------
-    def later(self, job: Job, device: DeviceHealth | None = None) -> None:
-        """Queue `job`; with `device`, only while that device has fewer than DEVICE_JOBS."""
+    def later(self, job: Job, device: DeviceHealth | None = None) -> bool:
+        """Queue `job`; with `device`, only while that device has fewer than DEVICE_JOBS.
+
+        False: dropped (counted and logged), so the caller may refuse at once instead.
+        """
         if self._stopped:
-            return
+            return False
         queued = job if device is None else self._counted(job, device)
         if queued is None:
-            return
+            return False
         try:
             self._jobs.put_nowait(queued)
         except asyncio.QueueFull:
             if device is not None:
                 self._queued[device.id] -= 1
             self._drop("port %s: job queue full; dropping work", self.name)
+            return False
+        return True
 
     def _counted(self, job: Job, device: DeviceHealth) -> Job | None:
         queued = self._queued.get(device.id, 0)

@@ -129,18 +129,23 @@ class CounterBus(DevicePort):
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         at = self.hall.now()
+        # One write for the acks of a whole read: a burst of frames must not fill the link's
+        # write queue with one entry each and push out the acks of the frames behind it.
+        acks = bytearray()
         for frame in self.decoder.feed(data):
             if frame.function in DEVICE_FUNCTIONS:
-                self._device_frame(frame, now, at)
+                self._device_frame(frame, now, at, acks)
             else:
                 self._echo(frame, now)
+        if acks:
+            self.send(bytes(acks))
 
-    def _device_frame(self, frame: Frame, now: float, at: datetime) -> None:
+    def _device_frame(self, frame: Frame, now: float, at: datetime, acks: bytearray) -> None:
         address = frame.address
         if not 1 <= address <= MAX_ADDRESS:
             self.unknown_frames += 1
             return
-        self.send(bus68.encode(frame))  # the ack comes first, whatever the frame asks
+        acks += bus68.encode(frame)  # the ack comes first, whatever the frame asks
         device = self.devices.get(address)
         if device is None:
             self.unknown_frames += 1

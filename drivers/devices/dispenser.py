@@ -109,6 +109,7 @@ class DispenserPort(DevicePort):
     # -- in ------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
+        busy = bytearray()  # one write for the whole read, not one write-queue entry per line
         for item in self.decoder.feed(data):
             if isinstance(item, lp.LineError):
                 self.device.frames_bad += 1
@@ -116,7 +117,11 @@ class DispenserPort(DevicePort):
                 continue
             self.device.heard(now)
             self._checksums = item.checksummed
-            self.later(self._job(item))
+            if not self.later(self._job(item)):
+                # Nothing was issued and 500 is not remembered: the retry is tried afresh.
+                busy += self._encoded(lp.err(500, "busy"), item)
+        if busy:
+            self.send(bytes(busy))
 
     def _job(self, line: lp.Line) -> Job:
         async def job() -> None:
@@ -150,12 +155,16 @@ class DispenserPort(DevicePort):
         self._reply(reply, line)
 
     def _reply(self, words: lp.Words, line: lp.Line) -> None:
+        data = self._encoded(words, line)
+        if data:
+            self.send(data)
+
+    def _encoded(self, words: lp.Words, line: lp.Line) -> bytes:
         try:
-            data = lp.encode_line(words, line.request_id, line.checksummed)
+            return lp.encode_line(words, line.request_id, line.checksummed)
         except ValueError:
             self.quiet.exception("encode", "port %s: cannot encode reply %r", self.name, words)
-            return
-        self.send(data)
+            return b""
 
     async def _reply_to(self, request: lp.Request) -> lp.Words:
         try:

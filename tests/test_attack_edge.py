@@ -1,0 +1,131 @@
+"""The serial line as a hostile or broken device uses it, against the real daemon process.
+
+A bad frame is counted and skipped, the log gets at most one line per kind per minute (not
+one per frame), memory stays bounded, and every good request in between gets its answer.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.bus68 import Key
+from tests.edge_harness import EdgeHall, key_frame, line
+
+pytestmark = pytest.mark.service
+
+HELLO_ID = "kiosk-1"
+RSS_GROWTH_KB = 20 * 1024
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[EdgeHall]:
+    hall = EdgeHall(tmp_path).start()
+    try:
+        yield hall
+    finally:
+        hall.stop()
+
+
+def garbage_lines(rng: random.Random, n: int) -> bytes:
+    """Lines of random bytes: NULs, invalid UTF-8, stray CRs, bad checksums."""
+    out = bytearray()
+    for _ in range(n):
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 120)))
+        out += body.replace(b"\n", b"") + rng.choice([b"\n", b"\r\n", b"*00\n", b"\0\n"])
+    return bytes(out)
+
+
+def answered_ids(text: str) -> set[str]:
+    return {r.rsplit(" #", 1)[1] for r in text.splitlines() if r.startswith(("TICKET", "ERR"))}
+
+
+def test_a_garbage_dispenser_is_counted_not_logged_and_pings_still_answer(
+    edge: EdgeHall,
+) -> None:
+    wire = edge.dispenser
+    wire.send(line(f"HELLO {HELLO_ID} dispenser 1.0 #1"))
+    assert wire.wait_for(b"OK #1\n")
+    rss_before = edge.rss_kb()
+    log_before = edge.log_bytes()
+    rng = random.Random(17)
+    pings = 0
+    for round_ in range(20):
+        wire.send(b"\xff" * 200_000)  # 4 MB in all of one endless line, no LF
+        wire.send(b"\n" + garbage_lines(rng, 200))
+        wire.send(b"x" * 201 + b"\n")  # one byte over
+        wire.send(line(f"PING #{round_ + 10}"))
+        pings += 1
+    firmware = "f" * (200 - len(f"HELLO {HELLO_ID} dispenser  #2"))
+    at_max = line(f"HELLO {HELLO_ID} dispenser {firmware} #2")
+    assert len(at_max) == 201  # 200 bytes and the LF
+    wire.send(at_max)
+    wire.send(line(f"HELLO {HELLO_ID} dispenser {firmware}x #3"))
+    wire.send(line("PING #99"))
+    assert wire.wait_for(b"PONG #99\n", timeout=20)
+    for n in range(10, 10 + pings):
+        assert wire.has(f"PONG #{n}\n".encode()), n
+    assert wire.has(b"OK #2\n") and not wire.has(b"#3\n")
+    assert edge.healthz_s() < 1.0
+    # Thousands of bad lines, a handful of log lines: one per kind.
+    assert edge.log_lines(r"dropped a line") <= 3
+    assert edge.log_bytes() - log_before < 4096
+    assert edge.rss_kb() - rss_before < RSS_GROWTH_KB
+
+
+def test_a_take_flood_is_braked_by_the_daily_limit_and_the_bus_still_answers(
+    edge: EdgeHall,
+) -> None:
+    wire = edge.dispenser
+    flood = b"".join(line(f"TAKE A #{n}") for n in range(1, 3001))
+    log_before = edge.log_bytes()
+    wire.send(flood)
+    # Meanwhile a clerk presses NEXT at counter 1: acked and acted on.
+    press = key_frame(1, 1, Key.NEXT)
+    edge.bus.send(press)
+    assert edge.bus.wait_for(press, timeout=1.0)
+    assert edge.healthz_s() < 1.0
+    # Every request is answered: a ticket, the daily limit, or busy (retry, nothing issued).
+    wanted = {str(n) for n in range(1, 3001)}
+    deadline = time.monotonic() + 60
+    while (answered := answered_ids(wire.text())) != wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert answered == wanted
+    replies = wire.text().splitlines()
+    assert sum(r.startswith("TICKET A") for r in replies) == 200  # the example's daily_limit
+    assert all(r.startswith(("TICKET A", "ERR 429", "ERR 500 busy", "STATUS")) for r in replies)
+    assert edge.counter_ticket(1) is not None
+    # A refusal per request, yet a handful of log lines.
+    assert edge.log_lines(r"refused") <= 3
+    assert edge.log_bytes() - log_before < 64 * 1024
+
+
+def test_a_keypad_flooding_presses_does_not_starve_its_neighbours(edge: EdgeHall) -> None:
+    for n in range(1, 21):
+        edge.dispenser.send(line(f"TAKE B #{n}"))
+    assert edge.dispenser.wait_for(b"#20\n")
+    log_before = edge.log_bytes()
+    rng = random.Random(6)
+    # Keypad 2 presses every key there is, and bad frames, 4,000 times, as fast as it can.
+    keys = list(Key)
+    frames = bytearray()
+    for n in range(4000):
+        frames += key_frame(2, n, rng.choice(keys))
+        if n % 10 == 0:
+            frames += bytes([0x68, 0x04, 0x04, 0x68, 0x02, 0x01, n & 0xFF, 0x0C, 0x00, 0x16])
+            frames += os.urandom(16)
+    edge.bus.send(bytes(frames))
+    neighbour = key_frame(4, 1, Key.NEXT)  # counter 4 offers B first
+    edge.bus.send(neighbour)
+    assert edge.bus.wait_for(neighbour, timeout=2.0)
+    deadline = time.monotonic() + 5.0
+    while edge.counter_ticket(4) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert edge.counter_ticket(4) is not None
+    assert edge.healthz_s() < 1.0
+    assert edge.log_bytes() - log_before < 16 * 1024
