@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus68 import Key
+from drivers import bus68
+from drivers.bus68 import Frame, Function, Key
 from tests.edge_harness import EdgeHall, key_frame, line
 
 pytestmark = pytest.mark.service
@@ -129,3 +130,21 @@ def test_a_keypad_flooding_presses_does_not_starve_its_neighbours(edge: EdgeHall
     assert edge.counter_ticket(4) is not None
     assert edge.healthz_s() < 1.0
     assert edge.log_bytes() - log_before < 16 * 1024
+
+
+def test_a_flapping_device_writes_a_few_events_not_one_per_frame(edge: EdgeHall) -> None:
+    _, health = edge.daemon.get("/healthz")
+    seq_before = health["seq"]
+    # Evaluator 0x21 says fault, online, fault, ... 250 times (each seq new: no retransmission).
+    frames = b"".join(
+        bus68.encode(Frame(0x21, Function.STATUS, bytes([n, n & 1]))) for n in range(250)
+    )
+    edge.bus.send(frames)
+    last = bus68.encode(Frame(0x21, Function.STATUS, bytes([250, 0])))
+    assert edge.bus.wait_for(frames[-11:], timeout=2.0)
+    time.sleep(0.5)
+    edge.bus.send(last)  # and is online in the end
+    time.sleep(2.5)
+    _, health = edge.daemon.get("/healthz")
+    assert health["seq"] - seq_before <= 6
+    assert edge.log_lines(r"evaluator .* is (fault|online)") <= 4

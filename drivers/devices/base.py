@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from drivers.devices.health import DeviceHealth
+from drivers.devices.coalesce import Coalescer
+from drivers.devices.health import UNKNOWN, DeviceHealth
 from drivers.devices.lograte import RateLimitedLog
 from drivers.link import Write
 from hall_daemon import commands as c
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 JOB_QUEUE = 1000
+REPORT_INTERVAL_S = 1.0
 # Work queued for one device at a time: a clerk presses a key every few seconds, so more is a
 # stuck or hostile device, and the others on its bus must not wait behind it.
 DEVICE_JOBS = 8
@@ -44,6 +46,10 @@ class DevicePort:
         self._write: Write | None = None
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(JOB_QUEUE)
         self._queued: dict[str, int] = {}  # device id -> its jobs waiting
+        self._reported: dict[str, DeviceHealth] = {}
+        self._reports = Coalescer[str, tuple[c.DeviceState, str]](
+            self._queue_report, REPORT_INTERVAL_S
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -55,6 +61,7 @@ class DevicePort:
     async def stop(self) -> None:
         # The bus has no unsubscribe; the hall's own stop ends the subscription task.
         self._stopped = True
+        self._reports.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -180,10 +187,14 @@ class DevicePort:
 
     # -- health ------------------------------------------------------------------------------
     def report(self, device: DeviceHealth, state: c.DeviceState, detail: str = "") -> None:
-        """Tell the hall about a change of a device's state; nothing if it is unchanged."""
+        """Tell the hall about a change of a device's state; nothing if it is unchanged.
+
+        At most one report per device per REPORT_INTERVAL_S reaches the log, the latest state
+        always last: a device flapping between fault and online, frame after frame, must not
+        write an event per frame.
+        """
         if (device.state, device.detail) == (state, detail):
             return
-        before = (device.state, device.detail)
         # Set now, not after the commit, so that a burst of frames queues one report, not many.
         device.state, device.detail = state, detail
         self.quiet.info(
@@ -195,6 +206,12 @@ class DevicePort:
             state,
             detail,
         )
+        self._reported[device.id] = device
+        self._reports.offer(device.id, (state, detail))
+
+    def _queue_report(self, device_id: str, value: tuple[c.DeviceState, str]) -> None:
+        device = self._reported[device_id]
+        state, detail = value
 
         async def job() -> None:
             command = c.ReportDevice(
@@ -207,7 +224,9 @@ class DevicePort:
                     "report-refused", "port %s: device report refused: %s", self.name, exc
                 )
                 if (device.state, device.detail) == (state, detail):
-                    device.state, device.detail = before  # so the next change reports again
+                    # Whatever the hall holds, the next report of this device gets through.
+                    device.state, device.detail = UNKNOWN, ""
+                    self._reports.forget()
 
         self.later(job)
 
