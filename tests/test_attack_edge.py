@@ -6,6 +6,7 @@ one per frame), memory stays bounded, and every good request in between gets its
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -16,12 +17,56 @@ import pytest
 
 from drivers import bus68
 from drivers.bus68 import Frame, Function, Key
+from drivers.devices.dispenser import GuessBrake
+from drivers.devices.lograte import RateLimitedLog
 from tests.edge_harness import EdgeHall, key_frame, line
-
-pytestmark = pytest.mark.service
 
 HELLO_ID = "kiosk-1"
 RSS_GROWTH_KB = 20 * 1024
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.unit
+def test_one_log_line_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    quiet = RateLimitedLog(logging.getLogger("edge"), interval=60.0, clock=clock)
+    with caplog.at_level(logging.INFO, "edge"):
+        for n in range(1000):
+            clock.now = n * 0.1
+            quiet.info("too_long", "dropped a line: %s", "too_long")
+            quiet.info("bad_utf8", "dropped a line: %s", "bad_utf8")
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped a line: too_long",
+        "dropped a line: bad_utf8",
+        "dropped a line: too_long (and 599 more like it in the last 60 s)",
+        "dropped a line: bad_utf8 (and 599 more like it in the last 60 s)",
+    ]
+
+
+@pytest.mark.unit
+def test_wrong_codes_a_few_at_once_then_one_per_refill() -> None:
+    clock = Clock()
+    brake = GuessBrake(burst=5, refill_s=30.0, clock=clock)
+    tried = 0
+    while brake.allowed() and tried < 100:
+        brake.wrong()
+        tried += 1
+    assert tried == 5
+    clock.now = 29.0
+    assert not brake.allowed()
+    clock.now = 30.0
+    assert brake.allowed()
+    brake.wrong()
+    assert not brake.allowed()
+    clock.now = 10_000.0
+    assert [brake.allowed() and not brake.wrong() for _ in range(6)] == [True] * 5 + [False]
 
 
 @pytest.fixture
@@ -46,6 +91,7 @@ def answered_ids(text: str) -> set[str]:
     return {r.rsplit(" #", 1)[1] for r in text.splitlines() if r.startswith(("TICKET", "ERR"))}
 
 
+@pytest.mark.service
 def test_a_garbage_dispenser_is_counted_not_logged_and_pings_still_answer(
     edge: EdgeHall,
 ) -> None:
@@ -79,6 +125,7 @@ def test_a_garbage_dispenser_is_counted_not_logged_and_pings_still_answer(
     assert edge.rss_kb() - rss_before < RSS_GROWTH_KB
 
 
+@pytest.mark.service
 def test_a_take_flood_is_braked_by_the_daily_limit_and_the_bus_still_answers(
     edge: EdgeHall,
 ) -> None:
@@ -106,6 +153,7 @@ def test_a_take_flood_is_braked_by_the_daily_limit_and_the_bus_still_answers(
     assert edge.log_bytes() - log_before < 64 * 1024
 
 
+@pytest.mark.service
 def test_a_keypad_flooding_presses_does_not_starve_its_neighbours(edge: EdgeHall) -> None:
     for n in range(1, 21):
         edge.dispenser.send(line(f"TAKE B #{n}"))
@@ -132,6 +180,7 @@ def test_a_keypad_flooding_presses_does_not_starve_its_neighbours(edge: EdgeHall
     assert edge.log_bytes() - log_before < 16 * 1024
 
 
+@pytest.mark.service
 def test_a_flapping_device_writes_a_few_events_not_one_per_frame(edge: EdgeHall) -> None:
     _, health = edge.daemon.get("/healthz")
     seq_before = health["seq"]
@@ -148,3 +197,14 @@ def test_a_flapping_device_writes_a_few_events_not_one_per_frame(edge: EdgeHall)
     _, health = edge.daemon.get("/healthz")
     assert health["seq"] - seq_before <= 6
     assert edge.log_lines(r"evaluator .* is (fault|online)") <= 4
+
+
+@pytest.mark.service
+def test_guessing_check_in_codes_at_the_dispenser_is_braked(edge: EdgeHall) -> None:
+    wire = edge.dispenser
+    wire.send(b"".join(line(f"CHECKIN {n:06d} #{n + 1}") for n in range(200)))
+    assert wire.wait_for(b" #200\n", timeout=10)
+    replies = wire.text().splitlines()
+    assert sum("ERR 404 unknown-code" in r for r in replies) == 5
+    assert sum("ERR 429 too-many-codes" in r for r in replies) == 195
+    assert edge.log_lines(r"refused|wrong check-in") <= 3

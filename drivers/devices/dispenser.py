@@ -43,6 +43,37 @@ PAPER_DETAIL = {
 }
 
 
+# Wrong check-in codes a dispenser may send: a few at once (a smudged QR code, a retry), then
+# one per 30 s, so guessing a code over the serial line is as slow as at the kiosk page.
+CODE_GUESSES = 5
+CODE_GUESS_REFILL_S = 30.0
+
+
+class GuessBrake:
+    """A token bucket for wrong codes: `burst` at once, then one more every `refill_s`."""
+
+    def __init__(
+        self,
+        burst: int = CODE_GUESSES,
+        refill_s: float = CODE_GUESS_REFILL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.refill_s = refill_s
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def allowed(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) / self.refill_s)
+        self._at = now
+        return self._tokens >= 1.0
+
+    def wrong(self) -> None:
+        self._tokens = max(self._tokens - 1.0, 0.0)
+
+
 class TicketPrinter(Protocol):
     """The hall's receipt printer (drivers/printer): queues a receipt and returns at once."""
 
@@ -78,6 +109,7 @@ class DispenserPort(DevicePort):
         self._checksums = False  # the device's last line had one: so do our pushes
         self._paper_detail = ""  # the detail an online report carries: paper-low or nothing
         self._status = Coalescer[str, tuple[int, int]](self._push_status, status_interval)
+        self.code_guesses = GuessBrake()
         # Set by the composition root when the hall prints receipts for this dispenser: its
         # TAKE and CHECKIN tickets are printed (never ISSUED ones: the device printed those).
         self.receipts: TicketPrinter | None = None
@@ -220,10 +252,20 @@ class DispenserPort(DevicePort):
         return self._printed(_ticket_from(events))
 
     async def _check_in(self, code: str) -> lp.Words:
+        if not self.code_guesses.allowed():
+            self.device.refused += 1
+            self.quiet.info("guesses", "port %s: too many wrong check-in codes", self.name)
+            return lp.err(429, "too-many-codes")
         state = self.hall.state
         ticket = state.by_token.get(code)
         if ticket is None:
-            events = await self._run(c.CheckIn(self.hall.now(), code, secrets.token_urlsafe(16)))
+            command = c.CheckIn(self.hall.now(), code, secrets.token_urlsafe(16))
+            try:
+                events = await self._run(command)
+            except DomainError as exc:
+                if exc.code == 404:
+                    self.code_guesses.wrong()
+                raise
             return self._printed(_ticket_from(events))
         # A remote ticket's code: print the ticket the applicant already has.
         if ticket.finished:
