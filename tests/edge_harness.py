@@ -8,9 +8,11 @@ daemon wrote is collected for the test to read.
 from __future__ import annotations
 
 import re
+import secrets
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from drivers import bus68
@@ -88,7 +90,32 @@ class EdgeHall:
                 r"(?m)^(mqtt:\n  enabled:) true": r"\1 false",
             },
         )
+        self.metrics_token = secrets.token_urlsafe(24)
+        token_file = tmp / "metrics-token"
+        token_file.write_text(self.metrics_token)
+        token_file.chmod(0o600)
+        text = config.read_text(encoding="utf-8").replace(
+            "  # metrics_token_file: /etc/hall-daemon/metrics-token",
+            f"  metrics_token_file: {token_file}",
+        )
+        config.write_text(text, encoding="utf-8")
         self.daemon = Daemon(config, web)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of `name` over the /metrics samples that carry `labels`."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.daemon.web_port}/metrics",
+            headers={"Authorization": f"Bearer {self.metrics_token}"},
+        )
+        with urllib.request.urlopen(request, timeout=3) as response:
+            text = response.read().decode()
+        total = 0.0
+        for sample in text.splitlines():
+            if not sample.startswith(name + "{"):
+                continue
+            if all(f'{k}="{v}"' in sample for k, v in labels.items()):
+                total += float(sample.rsplit(" ", 1)[1])
+        return total
 
     def start(self) -> EdgeHall:
         self.daemon.start()
