@@ -3,6 +3,7 @@ memory, with one line per problem naming file, line and field, and never a trace
 
 from __future__ import annotations
 
+import signal
 import time
 import tracemalloc
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hall_daemon.config import MAX_FILE_BYTES, MAX_PROBLEMS, ConfigError, load_config
-from tests.daemon_harness import hall_daemon
+from tests.daemon_harness import Daemon, free_port, hall_daemon, write_config
 
 # Line 1 is "hall:"; the service's name is on line 6.
 HALL = """\
@@ -176,3 +177,30 @@ def test_check_config_refuses_hostile_files_in_one_line(tmp_path: Path) -> None:
         (line,) = done.stderr.splitlines()
         assert line.startswith(f"{tmp_path / name}:"), line
         assert time.monotonic() - started < 10.0, name
+
+
+@pytest.mark.service
+def test_a_slow_file_on_reload_does_not_stall_the_hall(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, web_port=(port := free_port()), **{r"(?m)^(mqtt:\n  enabled:) true": r"\1 false"}
+    )
+    daemon = Daemon(config, port)
+    daemon.start()
+    try:
+        assert daemon.proc is not None
+        good = config.read_text(encoding="utf-8")
+        # Just under the size limit, and as slow to parse as YAML gets: seconds of work.
+        slow = good + "extra: [" + "1," * ((MAX_FILE_BYTES - len(good.encode())) // 2 - 8) + "]\n"
+        assert len(slow.encode()) <= MAX_FILE_BYTES
+        config.write_text(slow, encoding="utf-8")
+        daemon.proc.send_signal(signal.SIGHUP)
+        slowest = 0.0
+        while "is not valid, keeping the running config" not in daemon.log_text():
+            started = time.monotonic()
+            assert daemon.get("/healthz")[0] == 200
+            slowest = max(slowest, time.monotonic() - started)
+            assert slowest < 0.5, slowest
+            time.sleep(0.05)
+        assert "extra: unknown field" in daemon.log_text()
+    finally:
+        assert daemon.stop() == 0
