@@ -190,6 +190,7 @@ EnvName = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "not an environmen
 Argv = Annotated[tuple[str, ...], BeforeValidator(_not_a_shell_string)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 MAX_BUS_DEVICES = 247  # the addresses of a bus68 bus
+Baud = Annotated[int, Field(gt=0, le=4_000_000)]  # beyond what any UART here runs
 
 VOICE_FIELDS = frozenset({"number", "counter", "counter_name", "service", "service_name"})
 """What a voice template may mention: {number} A012, {counter} 3, {counter_name} 3号窗口,
@@ -271,7 +272,7 @@ class PortConfig(_Model):
     ]
     url: Text
     protocol: Literal["bus68", "line"]
-    baud: int = Field(default=9600, gt=0)
+    baud: Baud = 9600
     devices: Annotated[tuple[DeviceConfig, ...], Field(max_length=MAX_BUS_DEVICES)] = ()
 
 
@@ -287,7 +288,7 @@ _PRINTER_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 class PrinterConfig(_Model):
     connection: Literal["serial", "usb", "network", "file"]
     url: str | None = None
-    baud: int = Field(default=9600, gt=0)
+    baud: Baud = 9600
     vendor_id: int | None = Field(default=None, ge=0, le=0xFFFF)
     product_id: int | None = Field(default=None, ge=0, le=0xFFFF)
     host: str | None = None

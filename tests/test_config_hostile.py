@@ -78,6 +78,10 @@ HOSTILE: dict[str, tuple[str, str]] = {
         hall().replace("  name: 测试大厅\n", "  name: 测试大厅\n  timezone: ../../etc/passwd\n"),
         "4 hall.timezone: unknown time zone '../../etc/passwd'",
     ),
+    "a baud rate of 10**30": (
+        hall() + f"ports:\n  - {{name: p, url: /dev/ttyS0, protocol: line, baud: {10**30}}}\n",
+        "13 ports[0].baud: input should be less than or equal to 4000000",
+    ),
     "tab indentation": (hall().replace("  id: test-hall", "\tid: test-hall"), "2: YAML syntax"),
     "duplicate key": (hall() + "mqtt: {enabled: true}\n", "12 mqtt: duplicate key 'mqtt'"),
 }
