@@ -224,11 +224,15 @@ class DevicePort:
                     "report-refused", "port %s: device report refused: %s", self.name, exc
                 )
                 if (device.state, device.detail) == (state, detail):
-                    # Whatever the hall holds, the next report of this device gets through.
-                    device.state, device.detail = UNKNOWN, ""
-                    self._reports.forget()
+                    self._unsure(device)
 
-        self.later(job)
+        if not self.later(job):
+            self._unsure(device)
+
+    def _unsure(self, device: DeviceHealth) -> None:
+        """The hall may not hold what `device.state` says: its next report gets through."""
+        device.state, device.detail = UNKNOWN, ""
+        self._reports.forget()
 
     def initial_state(self, device: DeviceHealth) -> None:
         """Start from what the hall last logged, so a restart does not report it again."""

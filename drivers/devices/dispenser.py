@@ -3,7 +3,8 @@
 Lines are answered one at a time in arrival order. A request id seen within 60 s gets the
 first reply again without acting (a dispenser retrying after a lost reply must not print two
 tickets); `ERR 500` is not remembered, so its retry is tried afresh. Lines that fail their
-checksum, are too long or are not UTF-8 are counted and dropped without a reply.
+checksum, are too long or are not UTF-8 are counted and dropped without a reply. A request
+that finds the port's job queue full is answered `ERR 500 busy` at once (nothing issued).
 
 Unsolicited `STATUS` lines tell the dispenser each service's queue and forecast, at most
 once a second per service, the latest value always last.
