@@ -208,3 +208,40 @@ def test_guessing_check_in_codes_at_the_dispenser_is_braked(edge: EdgeHall) -> N
     assert sum("ERR 404 unknown-code" in r for r in replies) == 5
     assert sum("ERR 429 too-many-codes" in r for r in replies) == 195
     assert edge.log_lines(r"refused|wrong check-in") <= 3
+
+
+@pytest.mark.service
+def test_extreme_field_values_get_their_refusal_and_the_next_request_its_ticket(
+    edge: EdgeHall,
+) -> None:
+    wire = edge.dispenser
+    hostile = [
+        "ISSUED A 𝟘𝟙𝟚",  # digits, but not ASCII ones
+        "ISSUED A " + "9" * 180,
+        "ISSUED A A000",
+        "ISSUED A -1",
+        "ISSUED B A001",  # another service's prefix
+        "TAKE Ａ",  # a full-width A
+        "TAKE A URGENT",
+        "CHECKIN " + "c" * 180,
+        "PING #0",
+        "PING #1000000",
+        "PING #007",
+    ]
+    for n, request in enumerate(hostile, start=1):
+        wire.send(line(f"{request} #{n}" if "#" not in request else request))
+    wire.send(line("TAKE A #99"))
+    assert wire.wait_for(b" #99\n")
+    replies = {r.rsplit(" #", 1)[1]: r for r in wire.text().splitlines() if " #" in r}
+    assert [replies.get(str(n), "").rsplit(" #", 1)[0] for n in range(1, 9)] == [
+        "ERR 400 bad-number",
+        "ERR 400 bad-number",
+        "ERR 400 bad-number",
+        "ERR 400 bad-number",
+        "ERR 400 bad-number",
+        "ERR 404 unknown-service",
+        "ERR 400 bad-flag",
+        "ERR 404 unknown-code",
+    ]
+    assert wire.text().count("ERR 400 bad-request-id") == 3
+    assert replies["99"].startswith("TICKET A001 A 0 ")
