@@ -136,8 +136,9 @@ def test_a_take_flood_is_braked_by_the_daily_limit_and_the_bus_still_answers(
     # Meanwhile a clerk presses NEXT at counter 1: acked and acted on.
     press = key_frame(1, 1, Key.NEXT)
     edge.bus.send(press)
-    assert edge.bus.wait_for(press, timeout=1.0)
-    assert edge.healthz_s() < 1.0
+    # Within 100 ms on an idle machine; the margin is for the two cores these tests share.
+    assert edge.bus.wait_for(press, timeout=2.0), "the keypad's ack"
+    assert edge.healthz_s() < 2.0
     # Every request is answered: a ticket, the daily limit, or busy (retry, nothing issued).
     wanted = {str(n) for n in range(1, 3001)}
     deadline = time.monotonic() + 60
