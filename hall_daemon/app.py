@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
 
 from aiohttp import web
 
@@ -34,7 +35,7 @@ from .connections import FrontDoor, start_web
 from .filemodes import ensure_state_dir
 from .hall import Hall
 from .model import DomainError
-from .reload import reload_config
+from .reload import apply_reload, read_config
 from .store import Store
 from .systemd import notify
 from .watchdog import run_watchdog, watchdog_plan
@@ -92,6 +93,8 @@ class Daemon:
         if warp:
             log.warning("%s=%s: the hall runs on a simulated clock", CLOCK_ENV, warp)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self.front_door: FrontDoor | None = None
         self.ports: PortManager | None = None
@@ -147,7 +150,17 @@ class Daemon:
         if source is None:
             log.warning("reload: the config was not read from a file; nothing to re-read")
             return
-        self.config = reload_config(self.config, source, [self.display, self.voice])
+        # Reading a file takes up to a few seconds (a big or hostile one): on a thread, so
+        # the keypads, dispensers and screens are answered meanwhile; one reload at a time.
+        task = asyncio.get_running_loop().create_task(self._reload(source), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self, source: Path) -> None:
+        async with self._reload_lock:
+            new = await asyncio.to_thread(read_config, source)
+            if new is not None:
+                self.config = apply_reload(self.config, new, [self.display, self.voice])
 
     async def _tick(self) -> None:
         await self.hall.submit(c.Tick(self.hall.now()))

@@ -18,6 +18,7 @@ import os
 import re
 import string
 import types
+import unicodedata
 from collections.abc import Hashable, Iterable, Iterator
 from datetime import time
 from pathlib import Path
@@ -45,6 +46,11 @@ Loc: TypeAlias = tuple[str | int, ...]
 """Where a value sits in the file: ("counters", 3, "services", 1)."""
 
 _CONFIG_DIR = "config_dir"  # validation context key: relative paths are resolved against it
+
+# The example hall's file is 15 KB; PyYAML reads 30 to 250 KB a second, so this bounds the
+# time and memory a start (and check-config) can spend on a runaway file.
+MAX_FILE_BYTES = 128 * 1024
+MAX_PROBLEMS = 20  # reported; a file with more has one mistake copied many times
 
 _WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 
@@ -168,7 +174,15 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-Text = Annotated[str, Field(min_length=1)]
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# Names go to LED screens (60 bytes a line), receipts and the voice: a page of text is a mistake.
+Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Notice = Annotated[str, Field(max_length=1000)]
 Slug = Annotated[str, _matching(r"[a-z0-9-]{1,64}", "use lowercase letters, digits and -")]
 ClockTime = Annotated[time, BeforeValidator(_parse_clock)]
 LocalPath = Annotated[Path, AfterValidator(_resolve_path)]
@@ -176,6 +190,8 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 EnvName = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "not an environment variable name")]
 Argv = Annotated[tuple[str, ...], BeforeValidator(_not_a_shell_string)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+MAX_BUS_DEVICES = 247  # the addresses of a bus68 bus
+Baud = Annotated[int, Field(gt=0, le=4_000_000)]  # beyond what any UART here runs
 
 VOICE_FIELDS = frozenset({"number", "counter", "counter_name", "service", "service_name"})
 """What a voice template may mention: {number} A012, {counter} 3, {counter_name} 3号窗口,
@@ -194,10 +210,10 @@ class _Model(BaseModel):
 class HallInfo(_Model):
     id: Slug
     name: Text
-    name_en: str = ""
+    name_en: Annotated[str, Field(max_length=200)] = ""
     timezone: Annotated[str, AfterValidator(_known_timezone)] = "Asia/Shanghai"
     day_reset_hour: int = Field(default=4, ge=0, le=23)
-    notice: str = ""
+    notice: Notice = ""
 
 
 class StorageConfig(_Model):
@@ -227,7 +243,7 @@ class OpeningHours(_Model):
 class ServiceConfig(_Model):
     code: Annotated[str, _matching(r"[A-Za-z0-9_-]{1,8}", "use 1 to 8 letters, digits, _ or -")]
     name: Text
-    name_en: str = ""
+    name_en: Annotated[str, Field(max_length=200)] = ""
     prefix: Annotated[str, _matching(r"[A-Z]{1,2}", "use 1 or 2 capital letters A-Z")]
     number: int | None = Field(default=None, ge=1, le=99)  # None: its position in the list, from 1
     daily_limit: int = Field(default=999, ge=1, le=999)
@@ -238,7 +254,7 @@ class ServiceConfig(_Model):
 class CounterConfig(_Model):
     id: int = Field(ge=1, le=999)
     name: Text
-    name_en: str = ""
+    name_en: Annotated[str, Field(max_length=200)] = ""
     services: tuple[str, ...]  # in order of preference
 
 
@@ -257,8 +273,8 @@ class PortConfig(_Model):
     ]
     url: Text
     protocol: Literal["bus68", "line"]
-    baud: int = Field(default=9600, gt=0)
-    devices: tuple[DeviceConfig, ...] = ()
+    baud: Baud = 9600
+    devices: Annotated[tuple[DeviceConfig, ...], Field(max_length=MAX_BUS_DEVICES)] = ()
 
 
 _PRINTER_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -273,7 +289,7 @@ _PRINTER_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 class PrinterConfig(_Model):
     connection: Literal["serial", "usb", "network", "file"]
     url: str | None = None
-    baud: int = Field(default=9600, gt=0)
+    baud: Baud = 9600
     vendor_id: int | None = Field(default=None, ge=0, le=0xFFFF)
     product_id: int | None = Field(default=None, ge=0, le=0xFFFF)
     host: str | None = None
@@ -283,12 +299,12 @@ class PrinterConfig(_Model):
     paper_mm: Literal[58, 80] = 80
     chinese: Literal["native", "image"] = "native"
     qr_url: Annotated[str, _template(frozenset({"token"}), "token")] | None = None
-    notice: str = ""
+    notice: Notice = ""
 
 
 class ScreenConfig(_Model):
     id: Slug
-    title: str = ""
+    title: Annotated[str, Field(max_length=200)] = ""
     orientation: Literal["landscape", "portrait"] = "landscape"
     language: Literal["zh", "en", "both"] = "both"
     services: tuple[str, ...] | None = None  # None: all
@@ -430,11 +446,12 @@ class HallConfig(_Model):
     state_dir: LocalPath = Path("/var/lib/hall-daemon")
     storage: StorageConfig = Field(default_factory=StorageConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
-    services: tuple[ServiceConfig, ...]
-    counters: tuple[CounterConfig, ...]
-    ports: tuple[PortConfig, ...] = ()
+    # Service numbers are 1..99 and counter ids 1..999, each unique: no hall can have more.
+    services: Annotated[tuple[ServiceConfig, ...], Field(max_length=99)]
+    counters: Annotated[tuple[CounterConfig, ...], Field(max_length=999)]
+    ports: Annotated[tuple[PortConfig, ...], Field(max_length=64)] = ()
     printer: PrinterConfig | None = None
-    screens: tuple[ScreenConfig, ...] = ()
+    screens: Annotated[tuple[ScreenConfig, ...], Field(max_length=200)] = ()
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     web: WebConfig = Field(default_factory=WebConfig)
@@ -554,11 +571,17 @@ class HallConfig(_Model):
 
 def load_config(path: str | Path) -> HallConfig:
     """Read and check config.yaml; raise ConfigError listing every problem found."""
-    name = str(path)
+    name = _printable(str(path))
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"{name}:1: cannot read the file: {exc.strerror or exc}"]) from None
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)  # a FIFO or /dev/zero must not hang us either
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError([f"{name}:1: cannot read the file: {reason}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(
+            [f"{name}:1: the file is larger than {MAX_FILE_BYTES // 1024} KiB; is it config.yaml?"]
+        )
     try:
         text = raw.decode("utf-8-sig")  # -sig: Windows editors like to start with a BOM
     except UnicodeDecodeError as exc:
@@ -571,12 +594,14 @@ def parse_config(
     text: str, source: str | Path = "config.yaml", base_dir: Path | None = None
 ) -> HallConfig:
     """Check config.yaml's text; messages name `source`, relative paths start at `base_dir`."""
-    name = str(source)
+    name = _printable(str(source))
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError([f"{name}:1: the text is longer than {MAX_FILE_BYTES // 1024} KiB"])
     try:
         document = parse_yaml(text)
     except YamlSourceError as exc:
         raise ConfigError(
-            [_problem(name, p.line, _as_loc(p.path), p.message) for p in exc.problems]
+            _capped([_problem(name, p.line, _as_loc(p.path), p.message) for p in exc.problems])
         ) from None
     data, lines = document.data, document.lines
     if data is None:
@@ -585,6 +610,9 @@ def parse_config(
         raise ConfigError(
             [f"{name}:{lines.line_of(())}: expected sections such as hall:, services:, counters:"]
         )
+    controls = list(_control_characters(data, ()))
+    if controls:
+        raise ConfigError(_report(name, lines, controls))
 
     try:
         config = HallConfig.model_validate(data, context={_CONFIG_DIR: base_dir})
@@ -610,13 +638,58 @@ def format_loc(loc: Iterable[object]) -> str:
 
 def _problem(name: str, line: int, loc: Loc, message: str) -> str:
     location = format_loc(loc)
-    return f"{name}:{line} {location}: {message}" if location else f"{name}:{line}: {message}"
+    text = f"{name}:{line} {location}: {message}" if location else f"{name}:{line}: {message}"
+    return _printable(text)
+
+
+def _printable(text: str) -> str:
+    """One line a terminal shows as it is: a value quoted from the file may hold anything."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _report(name: str, lines: LineMap, found: list[tuple[Loc, str]]) -> list[str]:
     # In file order: the reader fixes the file from top to bottom.
     ordered = sorted(enumerate(found), key=lambda item: (lines.line_of(item[1][0]), item[0]))
-    return [_problem(name, lines.line_of(loc), loc, message) for _, (loc, message) in ordered]
+    return _capped(
+        [_problem(name, lines.line_of(loc), loc, message) for _, (loc, message) in ordered]
+    )
+
+
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], f"... and {more} more problems"]
+
+
+# Control characters (ESC, NUL, line breaks) would reach the ESC/POS printer, the LED screens'
+# frames and espeak as commands; format characters (bidi overrides, zero-width) would make a
+# name read differently from what it is. No setting needs either.
+_UNWANTED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _control_characters(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if isinstance(value, str):
+        bad = next((ch for ch in value if unicodedata.category(ch) in _UNWANTED), None)
+        if bad in ("\n", "\r"):
+            yield loc, "a line break is not allowed; write the value on one line"
+        elif bad is not None:
+            yield loc, f"control character {_char_name(bad)} is not allowed"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            here = (*loc, key if isinstance(key, int | str) else str(key))
+            yield from _control_characters(key, here)
+            yield from _control_characters(item, here)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _control_characters(item, (*loc, index))
+
+
+def _char_name(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X} {name}".rstrip() if name else f"U+{ord(ch):04X}"
 
 
 def _as_loc(path: tuple[object, ...]) -> Loc:

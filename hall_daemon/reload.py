@@ -81,11 +81,23 @@ def plan_reload(old: HallConfig, new: HallConfig) -> ReloadPlan:
 
 def reload_config(current: HallConfig, path: Path, parts: list[Reloadable | None]) -> HallConfig:
     """Re-read `path`; apply what is live to `parts`; return the config now running."""
+    new = read_config(path)
+    return current if new is None else apply_reload(current, new, parts)
+
+
+def read_config(path: Path) -> HallConfig | None:
+    """The checked file, or None (logged) if it is not valid. Safe to run on a thread."""
     try:
-        new = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         log.error("reload: %s is not valid, keeping the running config:\n%s", path, exc)
-        return current
+        return None
+
+
+def apply_reload(
+    current: HallConfig, new: HallConfig, parts: list[Reloadable | None]
+) -> HallConfig:
+    """Apply what is live in `new` to `parts`; return the config now running."""
     plan = plan_reload(current, new)
     for part in parts:
         if part is not None:

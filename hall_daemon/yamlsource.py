@@ -4,19 +4,25 @@
 build plain Python data from it, keeping a map from each value's path (``("counters", 3,
 "services", 1)``) to the 1-based line a person would look at. Along the way it rejects what
 a plain `safe_load` silently accepts and a hall's IT staff would not expect: a key given
-twice in one mapping (PyYAML keeps the last one).
+twice in one mapping (PyYAML keeps the last one), nesting deeper than any hall needs, and
+more values than any hall needs (aliases can multiply a small file into billions of them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 YamlPath = tuple[Hashable, ...]
+
+# A real hall's config nests five levels and holds a few thousand values; far beyond that is
+# a broken or hostile file, refused before it costs stack or memory.
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -62,12 +68,40 @@ class YamlDocument:
     lines: LineMap
 
 
+class _LimitError(yaml.MarkedYAMLError):
+    """Beyond MAX_DEPTH or MAX_VALUES: not a syntax error, a file no hall needs."""
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with its (recursive) composer held to MAX_DEPTH."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _LimitError(problem=_too_deep(), problem_mark=mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_deep() -> str:
+    return f"nested deeper than {MAX_DEPTH} levels"
+
+
 def parse_yaml(text: str) -> YamlDocument:
     """Parse one YAML document with the safe loader's types; raise YamlSourceError."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         try:
             root = loader.get_single_node()
+        except _LimitError as exc:
+            raise YamlSourceError([_marked_problem(exc, prefix="")]) from None
         except yaml.MarkedYAMLError as exc:
             raise YamlSourceError([_marked_problem(exc)]) from None
         except yaml.YAMLError as exc:
@@ -76,7 +110,10 @@ def parse_yaml(text: str) -> YamlDocument:
         if root is None:
             return YamlDocument(None, LineMap({(): 1}))
         builder.lines.lines[()] = _line(root)
-        data = builder.build(root, ())
+        try:
+            data = builder.build(root, ())
+        except _TooMany as exc:
+            raise YamlSourceError([exc.problem]) from None
         if builder.problems:
             raise YamlSourceError(builder.problems)
         return YamlDocument(data, builder.lines)
@@ -105,14 +142,27 @@ def _marked_problem(
     return YamlProblem(line, path, f"{prefix}{message}")
 
 
+class _TooMany(Exception):
+    def __init__(self, problem: YamlProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
 class _Builder:
     def __init__(self, loader: yaml.SafeLoader) -> None:
         self.loader = loader
         self.lines = LineMap()
         self.problems: list[YamlProblem] = []
         self._active: set[int] = set()  # nodes being built: an alias back into one loops
+        self._values = 0
 
     def build(self, node: Node, path: YamlPath) -> Any:
+        # Counted as built, not as written: an alias is a copy of everything it refers to.
+        self._values += 1
+        if self._values > MAX_VALUES:
+            self._give_up(path, f"more than {MAX_VALUES} values (aliases that repeat aliases?)")
+        if len(path) > MAX_DEPTH:
+            self._give_up(path, _too_deep())
         if id(node) in self._active:
             self.problems.append(YamlProblem(_line(node), path, "an alias refers to itself"))
             return None
@@ -126,6 +176,11 @@ class _Builder:
             return self._scalar(node, path)
         finally:
             self._active.discard(id(node))
+
+    def _give_up(self, path: YamlPath, message: str) -> NoReturn:
+        # Deep inside aliases a path means nothing to a reader; the top-level key does.
+        section = path[:1]
+        raise _TooMany(YamlProblem(self.lines.line_of(section), section, message))
 
     def _scalar(self, node: ScalarNode, path: YamlPath) -> Any:
         # YAML 1.1 reads a plain 8:30 or 12:00 as a base-60 number (510, 720); nobody

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from drivers.devices.health import DeviceHealth
+from drivers.devices.coalesce import Coalescer
+from drivers.devices.health import UNKNOWN, DeviceHealth
+from drivers.devices.lograte import RateLimitedLog
 from drivers.link import Write
 from hall_daemon import commands as c
 from hall_daemon.events import StoredEvent
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 JOB_QUEUE = 1000
+REPORT_INTERVAL_S = 1.0
+# Work queued for one device at a time: a clerk presses a key every few seconds, so more is a
+# stuck or hostile device, and the others on its bus must not wait behind it.
+DEVICE_JOBS = 8
 
 
 class DevicePort:
@@ -35,8 +41,15 @@ class DevicePort:
         self.config = config
         self.name = config.name
         self.jobs_dropped = 0
+        # For what a device can make happen once per frame.
+        self.quiet = RateLimitedLog(logging.getLogger(type(self).__module__))
         self._write: Write | None = None
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(JOB_QUEUE)
+        self._queued: dict[str, int] = {}  # device id -> its jobs waiting
+        self._reported: dict[str, DeviceHealth] = {}
+        self._reports = Coalescer[str, tuple[c.DeviceState, str]](
+            self._queue_report, REPORT_INTERVAL_S
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -48,6 +61,7 @@ class DevicePort:
     async def stop(self) -> None:
         # The bus has no unsubscribe; the hall's own stop ends the subscription task.
         self._stopped = True
+        self._reports.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -100,14 +114,48 @@ class DevicePort:
         return True
 
     # -- jobs --------------------------------------------------------------------------------
-    def later(self, job: Job) -> None:
+    def later(self, job: Job, device: DeviceHealth | None = None) -> bool:
+        """Queue `job`; with `device`, only while that device has fewer than DEVICE_JOBS.
+
+        False: dropped (counted and logged), so the caller may refuse at once instead.
+        """
         if self._stopped:
-            return
+            return False
+        queued = job if device is None else self._counted(job, device)
+        if queued is None:
+            return False
         try:
-            self._jobs.put_nowait(job)
+            self._jobs.put_nowait(queued)
         except asyncio.QueueFull:
-            self.jobs_dropped += 1
-            log.warning("port %s: job queue full; dropping work", self.name)
+            if device is not None:
+                self._queued[device.id] -= 1
+            self._drop("port %s: job queue full; dropping work", self.name)
+            return False
+        return True
+
+    def _counted(self, job: Job, device: DeviceHealth) -> Job | None:
+        queued = self._queued.get(device.id, 0)
+        if queued >= DEVICE_JOBS:
+            self._drop(
+                "port %s: %s %s has %d commands waiting; dropping its next ones",
+                self.name,
+                device.kind,
+                device.id,
+                queued,
+                kind=("device-jobs", device.id),
+            )
+            return None
+        self._queued[device.id] = queued + 1
+
+        async def counted() -> None:
+            self._queued[device.id] -= 1
+            await job()
+
+        return counted
+
+    def _drop(self, msg: str, *args: object, kind: Hashable = "jobs-full") -> None:
+        self.jobs_dropped += 1
+        self.quiet.warning(kind, msg, *args)
 
     async def _run_jobs(self) -> None:
         while True:
@@ -117,7 +165,7 @@ class DevicePort:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("port %s: job failed; going on with the next", self.name)
+                self.quiet.exception("job-failed", "port %s: job failed; going on", self.name)
 
     async def submit(self, command: c.Command, device: DeviceHealth) -> list[StoredEvent] | None:
         """Run a device's command; a refusal is logged at info and counted, nothing else."""
@@ -125,7 +173,8 @@ class DevicePort:
             return await self.hall.submit(command)
         except DomainError as exc:
             device.refused += 1
-            log.info(
+            self.quiet.info(
+                ("refused", device.id, exc.slug),
                 "port %s: %s %s: %s refused: %s (%s)",
                 self.name,
                 device.kind,
@@ -138,13 +187,31 @@ class DevicePort:
 
     # -- health ------------------------------------------------------------------------------
     def report(self, device: DeviceHealth, state: c.DeviceState, detail: str = "") -> None:
-        """Tell the hall about a change of a device's state; nothing if it is unchanged."""
+        """Tell the hall about a change of a device's state; nothing if it is unchanged.
+
+        At most one report per device per REPORT_INTERVAL_S reaches the log, the latest state
+        always last: a device flapping between fault and online, frame after frame, must not
+        write an event per frame.
+        """
         if (device.state, device.detail) == (state, detail):
             return
-        before = (device.state, device.detail)
         # Set now, not after the commit, so that a burst of frames queues one report, not many.
         device.state, device.detail = state, detail
-        log.info("port %s: %s %s is %s %s", self.name, device.kind, device.id, state, detail)
+        self.quiet.info(
+            ("state", device.id, state),
+            "port %s: %s %s is %s %s",
+            self.name,
+            device.kind,
+            device.id,
+            state,
+            detail,
+        )
+        self._reported[device.id] = device
+        self._reports.offer(device.id, (state, detail))
+
+    def _queue_report(self, device_id: str, value: tuple[c.DeviceState, str]) -> None:
+        device = self._reported[device_id]
+        state, detail = value
 
         async def job() -> None:
             command = c.ReportDevice(
@@ -153,11 +220,19 @@ class DevicePort:
             try:
                 await self.hall.submit(command)
             except DomainError as exc:
-                log.info("port %s: device report refused: %s", self.name, exc)
+                self.quiet.info(
+                    "report-refused", "port %s: device report refused: %s", self.name, exc
+                )
                 if (device.state, device.detail) == (state, detail):
-                    device.state, device.detail = before  # so the next change reports again
+                    self._unsure(device)
 
-        self.later(job)
+        if not self.later(job):
+            self._unsure(device)
+
+    def _unsure(self, device: DeviceHealth) -> None:
+        """The hall may not hold what `device.state` says: its next report gets through."""
+        device.state, device.detail = UNKNOWN, ""
+        self._reports.forget()
 
     def initial_state(self, device: DeviceHealth) -> None:
         """Start from what the hall last logged, so a restart does not report it again."""

@@ -129,18 +129,23 @@ class CounterBus(DevicePort):
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         at = self.hall.now()
+        # One write for the acks of a whole read: a burst of frames must not fill the link's
+        # write queue with one entry each and push out the acks of the frames behind it.
+        acks = bytearray()
         for frame in self.decoder.feed(data):
             if frame.function in DEVICE_FUNCTIONS:
-                self._device_frame(frame, now, at)
+                self._device_frame(frame, now, at, acks)
             else:
                 self._echo(frame, now)
+        if acks:
+            self.send(bytes(acks))
 
-    def _device_frame(self, frame: Frame, now: float, at: datetime) -> None:
+    def _device_frame(self, frame: Frame, now: float, at: datetime, acks: bytearray) -> None:
         address = frame.address
         if not 1 <= address <= MAX_ADDRESS:
             self.unknown_frames += 1
             return
-        self.send(bus68.encode(frame))  # the ack comes first, whatever the frame asks
+        acks += bus68.encode(frame)  # the ack comes first, whatever the frame asks
         device = self.devices.get(address)
         if device is None:
             self.unknown_frames += 1
@@ -156,7 +161,14 @@ class CounterBus(DevicePort):
             message = bus68.parse(frame)
         except ProtocolError as exc:
             device.frames_bad += 1
-            log.info("port %s: %s %s sent a bad frame: %s", self.name, device.kind, device.id, exc)
+            self.quiet.info(
+                ("bad-frame", device.id),
+                "port %s: %s %s sent a bad frame: %s",
+                self.name,
+                device.kind,
+                device.id,
+                exc,
+            )
             return
         if not isinstance(message, KeyPress | Rating | DeviceStatus):
             device.frames_bad += 1
@@ -183,7 +195,13 @@ class CounterBus(DevicePort):
         device.responsive = True
         if device.address is not None:
             self._probing.discard(device.address)
-        log.info("port %s: %s %s answers again", self.name, device.kind, device.id)
+        self.quiet.info(
+            ("answers", device.id),
+            "port %s: %s %s answers again",
+            self.name,
+            device.kind,
+            device.id,
+        )
         self._refresh(None)
 
     def _forget_shown(self, device: DeviceHealth) -> None:
@@ -193,12 +211,19 @@ class CounterBus(DevicePort):
     def _key(self, device: DeviceHealth, press: KeyPress, at: datetime) -> None:
         if device.kind != "keypad" or device.counter is None:
             device.frames_bad += 1
-            log.info("port %s: key press from %s %s ignored", self.name, device.kind, device.id)
+            self.quiet.info(
+                ("not-a-keypad", device.id),
+                "port %s: key press from %s %s ignored",
+                self.name,
+                device.kind,
+                device.id,
+            )
             return
         action = key_action(press, device.counter, at, self._service_by_number)
         if isinstance(action, Unusable):
             device.refused += 1
-            log.info(
+            self.quiet.info(
+                ("unusable", device.id),
                 "port %s: keypad %s: %s %r: %s",
                 self.name,
                 device.id,
@@ -208,8 +233,11 @@ class CounterBus(DevicePort):
             )
         elif isinstance(action, PromptEvaluator):
             if not self._find_evaluator(action.counter):
-                log.info(
-                    "port %s: RATE at counter %d, which has no evaluator", self.name, action.counter
+                self.quiet.info(
+                    ("no-evaluator", device.id),
+                    "port %s: RATE at counter %d, which has no evaluator",
+                    self.name,
+                    action.counter,
                 )
         else:
             self._command(device, action)
@@ -231,7 +259,7 @@ class CounterBus(DevicePort):
         async def job() -> None:
             await self.submit(command, device)
 
-        self.later(job)
+        self.later(job, device)
 
     def _echo(self, frame: Frame, now: float) -> None:
         inflight = self._inflight
@@ -349,7 +377,8 @@ class CounterBus(DevicePort):
     def _unresponsive(self, device: DeviceHealth) -> None:
         device.responsive = False
         device.unresponsive += 1
-        log.warning(
+        self.quiet.warning(
+            ("unresponsive", device.id),
             "port %s: %s %s does not answer; trying again when it is next heard",
             self.name,
             device.kind,

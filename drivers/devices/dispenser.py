@@ -3,7 +3,8 @@
 Lines are answered one at a time in arrival order. A request id seen within 60 s gets the
 first reply again without acting (a dispenser retrying after a lost reply must not print two
 tickets); `ERR 500` is not remembered, so its retry is tried afresh. Lines that fail their
-checksum, are too long or are not UTF-8 are counted and dropped without a reply.
+checksum, are too long or are not UTF-8 are counted and dropped without a reply. A request
+that finds the port's job queue full is answered `ERR 500 busy` at once (nothing issued).
 
 Unsolicited `STATUS` lines tell the dispenser each service's queue and forecast, at most
 once a second per service, the latest value always last.
@@ -43,6 +44,37 @@ PAPER_DETAIL = {
 }
 
 
+# Wrong check-in codes a dispenser may send: a few at once (a smudged QR code, a retry), then
+# one per 30 s, so guessing a code over the serial line is as slow as at the kiosk page.
+CODE_GUESSES = 5
+CODE_GUESS_REFILL_S = 30.0
+
+
+class GuessBrake:
+    """A token bucket for wrong codes: `burst` at once, then one more every `refill_s`."""
+
+    def __init__(
+        self,
+        burst: int = CODE_GUESSES,
+        refill_s: float = CODE_GUESS_REFILL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.refill_s = refill_s
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def allowed(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) / self.refill_s)
+        self._at = now
+        return self._tokens >= 1.0
+
+    def wrong(self) -> None:
+        self._tokens = max(self._tokens - 1.0, 0.0)
+
+
 class TicketPrinter(Protocol):
     """The hall's receipt printer (drivers/printer): queues a receipt and returns at once."""
 
@@ -78,6 +110,7 @@ class DispenserPort(DevicePort):
         self._checksums = False  # the device's last line had one: so do our pushes
         self._paper_detail = ""  # the detail an online report carries: paper-low or nothing
         self._status = Coalescer[str, tuple[int, int]](self._push_status, status_interval)
+        self.code_guesses = GuessBrake()
         # Set by the composition root when the hall prints receipts for this dispenser: its
         # TAKE and CHECKIN tickets are printed (never ISSUED ones: the device printed those).
         self.receipts: TicketPrinter | None = None
@@ -109,14 +142,19 @@ class DispenserPort(DevicePort):
     # -- in ------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
+        busy = bytearray()  # one write for the whole read, not one write-queue entry per line
         for item in self.decoder.feed(data):
             if isinstance(item, lp.LineError):
                 self.device.frames_bad += 1
-                log.info("port %s: dropped a line: %s", self.name, item.reason)
+                self.quiet.info(item.reason, "port %s: dropped a line: %s", self.name, item.reason)
                 continue
             self.device.heard(now)
             self._checksums = item.checksummed
-            self.later(self._job(item))
+            if not self.later(self._job(item)):
+                # Nothing was issued and 500 is not remembered: the retry is tried afresh.
+                busy += self._encoded(lp.err(500, "busy"), item)
+        if busy:
+            self.send(bytes(busy))
 
     def _job(self, line: lp.Line) -> Job:
         async def job() -> None:
@@ -150,12 +188,16 @@ class DispenserPort(DevicePort):
         self._reply(reply, line)
 
     def _reply(self, words: lp.Words, line: lp.Line) -> None:
+        data = self._encoded(words, line)
+        if data:
+            self.send(data)
+
+    def _encoded(self, words: lp.Words, line: lp.Line) -> bytes:
         try:
-            data = lp.encode_line(words, line.request_id, line.checksummed)
+            return lp.encode_line(words, line.request_id, line.checksummed)
         except ValueError:
-            log.exception("port %s: cannot encode reply %r", self.name, words)
-            return
-        self.send(data)
+            self.quiet.exception("encode", "port %s: cannot encode reply %r", self.name, words)
+            return b""
 
     async def _reply_to(self, request: lp.Request) -> lp.Words:
         try:
@@ -176,7 +218,7 @@ class DispenserPort(DevicePort):
         except DomainError as exc:
             return lp.err(exc.code if exc.code in lp.ERROR_CODES else 500, exc.slug)
         except Exception:
-            log.exception("port %s: failed on %r", self.name, request)
+            self.quiet.exception("failed", "port %s: failed on %r", self.name, request)
             return lp.err(500, "internal-error")
 
     async def _run(self, command: c.Command) -> list[StoredEvent]:
@@ -184,8 +226,13 @@ class DispenserPort(DevicePort):
             return await self.hall.submit(command)
         except DomainError as exc:
             self.device.refused += 1
-            log.info(
-                "port %s: %s refused: %s (%s)", self.name, type(command).__name__, exc, exc.slug
+            self.quiet.info(
+                ("refused", type(command).__name__, exc.slug),
+                "port %s: %s refused: %s (%s)",
+                self.name,
+                type(command).__name__,
+                exc,
+                exc.slug,
             )
             raise
 
@@ -206,10 +253,20 @@ class DispenserPort(DevicePort):
         return self._printed(_ticket_from(events))
 
     async def _check_in(self, code: str) -> lp.Words:
+        if not self.code_guesses.allowed():
+            self.device.refused += 1
+            self.quiet.info("guesses", "port %s: too many wrong check-in codes", self.name)
+            return lp.err(429, "too-many-codes")
         state = self.hall.state
         ticket = state.by_token.get(code)
         if ticket is None:
-            events = await self._run(c.CheckIn(self.hall.now(), code, secrets.token_urlsafe(16)))
+            command = c.CheckIn(self.hall.now(), code, secrets.token_urlsafe(16))
+            try:
+                events = await self._run(command)
+            except DomainError as exc:
+                if exc.code == 404:
+                    self.code_guesses.wrong()
+                raise
             return self._printed(_ticket_from(events))
         # A remote ticket's code: print the ticket the applicant already has.
         if ticket.finished:
@@ -238,7 +295,8 @@ class DispenserPort(DevicePort):
     def _hello(self, hello: lp.Hello) -> lp.Words:
         self.hello = hello
         if self.device.id != hello.device_id and self.device.id != self.name:
-            log.warning(
+            self.quiet.warning(
+                "not-expected",
                 "port %s: device says it is %s; config.yaml expects %s",
                 self.name,
                 hello.device_id,
@@ -248,7 +306,8 @@ class DispenserPort(DevicePort):
             self.device.id = hello.device_id
         self.device.kind = str(hello.kind)
         self.pushes_status = self.pushes_status or hello.kind is lp.DeviceKind.DISPENSER
-        log.info(
+        self.quiet.info(
+            "hello",
             "port %s: %s %s (firmware %s) said hello",
             self.name,
             hello.kind,
