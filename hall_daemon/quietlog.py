@@ -13,42 +13,55 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 REPORT_EVERY_S = 60.0
 
 
 class OncePer:
-    """At most one line per `key` every `interval_s` seconds."""
+    """At most one line per kind every `interval` seconds, for one logger.
 
-    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
-        self.interval_s = interval_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
+    Kinds must come from a bounded set (fixed words, config's device ids, a codec's reasons),
+    never from the input itself, or the table of kinds would grow with the flood.
+    """
 
-    def log(
+    def __init__(
         self,
         logger: logging.Logger,
-        level: int,
-        key: str,
-        message: str,
-        *args: object,
-        exc_info: bool = False,
+        interval: float = REPORT_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def log(
+        self, level: int, kind: Hashable, msg: str, *args: object, exc_info: bool = False
     ) -> bool:
-        """Write the line, or count it if one of its kind was written recently. True if written."""
+        """Log now, or count it for the next line of this kind; True if logged."""
         now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._held[key] = self._held.get(key, 0) + 1
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
             return False
-        self._last[key] = now
-        held = self._held.pop(key, 0)
-        if held:
-            message += " (%d more like it since the last such line were not logged)"
-            args = (*args, held)
-        logger.log(level, message, *args, exc_info=exc_info)
+        held = self._held.pop(kind, 0)
+        self._last[kind] = now
+        if held and last is not None:
+            msg += " (and %d more like it in the last %.0f s)"
+            args = (*args, held, now - last)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
+
+    def info(self, kind: Hashable, msg: str, *args: object) -> bool:
+        return self.log(logging.INFO, kind, msg, *args)
+
+    def warning(self, kind: Hashable, msg: str, *args: object) -> bool:
+        return self.log(logging.WARNING, kind, msg, *args)
+
+    def exception(self, kind: Hashable, msg: str, *args: object) -> bool:
+        return self.log(logging.ERROR, kind, msg, *args, exc_info=True)
 
 
 class Reporter:

@@ -396,7 +396,7 @@ class CommandProcessor:
         self.hall = hall
         self.dedupe = DedupeStore(hall)
         self.stats = CommandStats()
-        self._quiet = OncePer(60.0)
+        self._quiet = OncePer(log, 60.0)
         self._token = token or (lambda: secrets.token_urlsafe(16))
 
     async def handle(self, name: str, payload: bytes) -> bytes | None:
@@ -407,7 +407,6 @@ class CommandProcessor:
         if command_id is None:
             self.stats.unreadable += 1
             self._quiet.log(
-                log,
                 logging.WARNING,
                 "unreadable",
                 "command on %r ignored: %d bytes without a readable id",
@@ -422,7 +421,7 @@ class CommandProcessor:
             store = isinstance(exc, SQLAlchemyError | StoreError | OSError)
             reason = "store-unavailable" if store else "internal"
             self._quiet.log(
-                log, logging.ERROR, reason, "command %s %r failed", name, command_id, exc_info=True
+                logging.ERROR, reason, "command %s %r failed", name, command_id, exc_info=True
             )
             return payloads.reply_error(
                 command_id, 500, reason, f"not done; try again: {type(exc).__name__}"
@@ -450,7 +449,6 @@ class CommandProcessor:
             if exc.reason == "too-deep":
                 self.stats.too_deep += 1
             self._quiet.log(
-                log,
                 logging.INFO,
                 f"refused:{exc.reason}",
                 "command %s %r refused: %s",

@@ -104,7 +104,7 @@ class SyncHandle:
         self._unsent_replies = 0
         self._refused_reply_topics = 0
         self._restarts = 0
-        self._quiet = OncePer(60.0)
+        self._quiet = OncePer(log, 60.0)
         self._oldest: datetime | None = None
         self.processor = CommandProcessor(hall)
         if not self.enabled:
@@ -283,7 +283,6 @@ class SyncHandle:
             # A flood: the backend retries what got no reply, under the same id.
             self._dropped_commands += 1
             self._quiet.log(
-                log,
                 logging.WARNING,
                 "dropped",
                 "command queue full (in messages or bytes); dropped a message on %r",
@@ -304,7 +303,6 @@ class SyncHandle:
                 # this message is lost, the loop and the next command are not.
                 self._unsent_replies += 1
                 self._quiet.log(
-                    log,
                     logging.ERROR,
                     "unsent",
                     "no reply to a message on %r",
@@ -322,7 +320,6 @@ class SyncHandle:
             # and, after 24 hours, run again: a command is an event, never a state.
             self._ignored_commands += 1
             self._quiet.log(
-                log,
                 logging.WARNING,
                 "retained",
                 "ignored a retained command on %r; commands must not be retained",
@@ -349,7 +346,6 @@ class SyncHandle:
         if requested is not None and reply_topic != requested:
             self._refused_reply_topics += 1
             self._quiet.log(
-                log,
                 logging.WARNING,
                 "reply-topic",
                 "refused response topic %.100r; replying on %s",

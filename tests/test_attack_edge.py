@@ -18,7 +18,7 @@ import pytest
 from drivers import bus68
 from drivers.bus68 import Frame, Function, Key
 from drivers.devices.dispenser import GuessBrake
-from drivers.devices.lograte import RateLimitedLog
+from hall_daemon.quietlog import OncePer
 from tests.edge_harness import EdgeHall, key_frame, line
 
 HELLO_ID = "kiosk-1"
@@ -36,7 +36,7 @@ class Clock:
 @pytest.mark.unit
 def test_one_log_line_per_kind_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    quiet = RateLimitedLog(logging.getLogger("edge"), interval=60.0, clock=clock)
+    quiet = OncePer(logging.getLogger("edge"), interval=60.0, clock=clock)
     with caplog.at_level(logging.INFO, "edge"):
         for n in range(1000):
             clock.now = n * 0.1

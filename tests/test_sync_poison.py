@@ -189,17 +189,16 @@ def test_a_flood_of_one_kind_of_line_is_logged_once_per_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = [0.0]
-    quiet = OncePer(60.0, clock=lambda: now[0])
-    log = logging.getLogger("test.quiet")
+    quiet = OncePer(logging.getLogger("test.quiet"), 60.0, clock=lambda: now[0])
     with caplog.at_level(logging.INFO, logger="test.quiet"):
-        written = [quiet.log(log, logging.WARNING, "junk", "junk %d", n) for n in range(1000)]
-        assert quiet.log(log, logging.WARNING, "other", "other")
+        written = [quiet.log(logging.WARNING, "junk", "junk %d", n) for n in range(1000)]
+        assert quiet.log(logging.WARNING, "other", "other")
         now[0] = 61.0
-        assert quiet.log(log, logging.WARNING, "junk", "junk %d", 1000)
+        assert quiet.log(logging.WARNING, "junk", "junk %d", 1000)
     assert written.count(True) == 1
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "junk 0",
         "other",
-        "junk 1000 (999 more like it since the last such line were not logged)",
+        "junk 1000 (and 999 more like it in the last 61 s)",
     ]

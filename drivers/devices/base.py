@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.devices.coalesce import Coalescer
 from drivers.devices.health import UNKNOWN, DeviceHealth
-from drivers.devices.lograte import RateLimitedLog
 from drivers.link import Write
 from hall_daemon import commands as c
 from hall_daemon.events import StoredEvent
 from hall_daemon.model import DomainError
+from hall_daemon.quietlog import OncePer
 
 if TYPE_CHECKING:
     from hall_daemon.config import PortConfig
@@ -42,7 +42,7 @@ class DevicePort:
         self.name = config.name
         self.jobs_dropped = 0
         # For what a device can make happen once per frame.
-        self.quiet = RateLimitedLog(logging.getLogger(type(self).__module__))
+        self.quiet = OncePer(logging.getLogger(type(self).__module__))
         self._write: Write | None = None
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(JOB_QUEUE)
         self._queued: dict[str, int] = {}  # device id -> its jobs waiting
