@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hall_daemon.admin.ratelimit import TokenBuckets, client_key
+from hall_daemon.checkin_brake import CheckInBrake
 from hall_daemon.config import HallConfig, KioskConfig, RateLimit
 
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "X-Kiosk-Key"
-HALL = "hall"  # the one bucket of the hall-wide limit
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -56,7 +56,13 @@ def _buckets(limit: RateLimit, max_clients: int = 4096) -> TokenBuckets:
 
 
 class KioskGate:
-    def __init__(self, config: HallConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: HallConfig,
+        clock: Callable[[], float] = time.monotonic,
+        codes: CheckInBrake | None = None,
+    ) -> None:
+        """`codes`: the hall's one brake on wrong check-in codes, shared with the dispensers."""
         self.clock = clock
         self._networks: list[tuple[IpNetwork, str]] = []
         self._keys: list[tuple[bytes, str]] = []
@@ -69,10 +75,8 @@ class KioskGate:
                 "127.0.0.1 and could issue tickets: list the kiosks in config.yaml",
                 config.web.public_url,
             )
-        limits = config.kiosk_limits
-        self.tickets = _buckets(limits.tickets)
-        self.codes = _buckets(limits.wrong_codes)
-        self.hall_codes = _buckets(limits.wrong_codes_hall, max_clients=1)
+        self.tickets = _buckets(config.kiosk_limits.tickets)
+        self.codes = codes or CheckInBrake(config.kiosk_limits, clock)
         self.not_a_kiosk = 0
 
     def _add(self, kiosk: KioskConfig) -> None:
@@ -125,24 +129,18 @@ class KioskGate:
     def take_code(self, client: str) -> Refusal | None:
         """Counts a check-in as refused before its code is looked up; `code_accepted`
         gives it back."""
-        now = self.clock()
-        wait = self.codes.take(client, now)
+        wait = self.codes.take(f"kiosk:{client}")
         if wait <= 0:
-            wait = self.hall_codes.take(HALL, now)
-            if wait <= 0:
-                return None
-            self.codes.give_back(client, now)
+            return None
         message = "too many wrong codes: try again later, or ask at a counter"
         return Refusal(429, "too-many-codes", message, wait)
 
     def code_accepted(self, client: str) -> None:
-        now = self.clock()
-        self.codes.give_back(client, now)
-        self.hall_codes.give_back(HALL, now)
+        self.codes.give_back(f"kiosk:{client}")
 
     def stats(self) -> dict[str, int]:
         return {
             "not_a_kiosk": self.not_a_kiosk,
             "tickets_refused": self.tickets.refused,
-            "codes_refused": self.codes.refused + self.hall_codes.refused,
+            "codes_refused": self.codes.refused,
         }

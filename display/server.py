@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from hall_daemon import commands as c
+from hall_daemon.checkin_brake import NO_APPOINTMENT_NOW, NOT_CHECKABLE_NOW, CheckInBrake
 from hall_daemon.config import HallConfig
 from hall_daemon.hall import Hall
 from hall_daemon.model import DomainError
@@ -54,11 +55,6 @@ STATIC_ROUTE = "display_static"
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # secrets.token_urlsafe(16) gives 22 characters
 KIOSK_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_CODE = 256
-# A public kiosk says the same of a code that does not exist and of one that exists but
-# cannot be checked in now: a guesser learns nothing from a miss, not even that a code is
-# booked for another day, and can only hit the few codes open for check-in at that moment.
-NOT_CHECKABLE_NOW = frozenset({"unknown-code", "too-early", "expired", "already-checked-in"})
-NO_APPOINTMENT_NOW = "no-appointment-now"
 MAX_BODY = 4096  # a service code, a flag, a kiosk id, a 256-character code: far less
 PRINT_TIMEOUT_S = 30.0
 
@@ -132,13 +128,16 @@ def setup_display(
     config: HallConfig,
     *,
     receipts: ReceiptPrinter | None = None,
+    checkin_brake: CheckInBrake | None = None,
 ) -> DisplayHandle:
     """Add the display's routes to `app`; its feed starts and stops with the app.
 
     Call before the app's runner is set up, after `hall.start()` has recovered the state.
+    `checkin_brake`: the hall's one brake on wrong check-in codes, shared with the dispensers.
     """
     hub = Hub(hall, config, build_id())
-    handle = DisplayHandle(hub, config, KioskGate(config), receipts)
+    gate = KioskGate(config, codes=checkin_brake)
+    handle = DisplayHandle(hub, config, gate, receipts)
     app[HUB_KEY] = hub
     pages = _Pages(hall, config, hub, handle)
     r = app.router
@@ -334,7 +333,7 @@ class _Pages:
         if refusal is not None:
             return _refused(refusal)
         answer = await self._check_in(code.strip(), _kiosk_id(body))
-        if answer.status == 200:
+        if answer.status == 200 or answer.status >= 500:  # right, or never looked up
             self.gate.code_accepted(client)
         return answer
 

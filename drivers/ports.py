@@ -18,6 +18,7 @@ from drivers.devices.dispenser import DispenserPort
 from drivers.link import Backoff, SerialLink
 
 if TYPE_CHECKING:
+    from hall_daemon.checkin_brake import CheckInBrake
     from hall_daemon.config import HallConfig
     from hall_daemon.hall import Hall
 
@@ -37,9 +38,11 @@ class PortManager:
         config: HallConfig,
         *,
         backoff: Callable[[], Backoff] = Backoff,
+        checkin_brake: CheckInBrake | None = None,
     ) -> None:
         self.hall = hall
         self.config = config
+        self.checkin_brake = checkin_brake
         self.ports: dict[str, Port] = {}
         self._backoff = backoff
 
@@ -49,7 +52,7 @@ class PortManager:
             if pc.protocol == "bus68":
                 device = CounterBus(self.hall, pc, find_evaluator=self.prompt_evaluator)
             else:
-                device = DispenserPort(self.hall, pc)
+                device = DispenserPort(self.hall, pc, checkin_brake=self.checkin_brake)
             await device.start()
             link = SerialLink(pc.name, pc.url, device, baudrate=pc.baud, backoff=self._backoff())
             self.ports[pc.name] = Port(link, device)
@@ -84,8 +87,13 @@ class PortManager:
 
 
 async def start_ports(
-    hall: Hall, config: HallConfig, *, backoff: Callable[[], Backoff] = Backoff
+    hall: Hall,
+    config: HallConfig,
+    *,
+    backoff: Callable[[], Backoff] = Backoff,
+    checkin_brake: CheckInBrake | None = None,
 ) -> PortManager:
-    manager = PortManager(hall, config, backoff=backoff)
+    """`checkin_brake`: the hall's one brake on wrong check-in codes, shared with the kiosks."""
+    manager = PortManager(hall, config, backoff=backoff, checkin_brake=checkin_brake)
     await manager.start()
     return manager

@@ -30,6 +30,7 @@ from sync import SyncHandle, start_sync
 
 from . import commands as c
 from .admin import AdminHandle, AdminHandles, setup_admin
+from .checkin_brake import CheckInBrake
 from .config import ConfigError, HallConfig
 from .connections import FrontDoor, start_web
 from .filemodes import ensure_state_dir
@@ -112,7 +113,8 @@ class Daemon:
         self.printer = await start_printer(self.hall, self.config)
         if self.printer is not None and self.voice is not None:
             self.printer.on_failed = self.voice.say_number  # no receipt: hear the number
-        self.ports = await start_ports(self.hall, self.config)
+        checkin_brake = CheckInBrake(self.config.kiosk_limits)  # kiosks and dispensers alike
+        self.ports = await start_ports(self.hall, self.config, checkin_brake=checkin_brake)
         for port in self.ports.ports.values():
             if isinstance(port.device, DispenserPort):
                 port.device.receipts = self.printer  # before its first reply can be committed
@@ -120,7 +122,9 @@ class Daemon:
         # The outbox pump and retained state never wait for the broker: start returns at once.
         self.sync = await start_sync(self.hall, self.config)
         app = make_app(self.hall)
-        self.display = setup_display(app, self.hall, self.config, receipts=self.printer)
+        self.display = setup_display(
+            app, self.hall, self.config, receipts=self.printer, checkin_brake=checkin_brake
+        )
         if self.printer is not None:
             add_receipt_routes(app, self.printer)
         # Last of the routes: from here on everything but the public pages needs a login.

@@ -381,7 +381,17 @@ async def test_dispenser_over_a_socket(hall: Hall) -> None:
         reply = await dispenser.request(b"CHECKIN remote-code-1 #12\n")
         assert re.fullmatch(rb"TICKET B002 B 1 \d+ #12\n", reply), reply
         assert hall.state.issued["B"] == 2
-        assert await dispenser.request(b"CHECKIN nosuchcode\n") == b"ERR 404 unknown-code\n"
+        # A code that does not exist and one booked for tomorrow: one answer, so that a miss
+        # tells a guesser nothing.
+        tomorrow = hall.now() + timedelta(days=1)
+        await hall.submit(
+            c.UpsertAppointment(
+                hall.now(), "TOMORROW", "B", tomorrow, tomorrow + timedelta(hours=1)
+            )
+        )
+        for code in (b"nosuchcode", b"TOMORROW"):
+            reply = await dispenser.request(b"CHECKIN " + code + b"\n")
+            assert reply == b"ERR 404 no-appointment-now\n", reply
 
         # The queue's state is pushed, and its latest value is what the dispenser holds.
         waiting_a = hall.state.waiting("A")

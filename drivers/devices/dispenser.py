@@ -25,6 +25,8 @@ from drivers.devices.coalesce import Coalescer
 from drivers.devices.health import UNKNOWN, DeviceHealth
 from hall_daemon import commands as c
 from hall_daemon import events as ev
+from hall_daemon.checkin_brake import NO_APPOINTMENT_NOW, NOT_CHECKABLE_NOW, CheckInBrake
+from hall_daemon.config import KioskLimits
 from hall_daemon.events import StoredEvent
 from hall_daemon.model import DomainError
 from hall_daemon.state import WAITING
@@ -42,37 +44,6 @@ PAPER_DETAIL = {
     lp.PaperState.LOW: "paper-low",
     lp.PaperState.OUT: "paper-out",
 }
-
-
-# Wrong check-in codes a dispenser may send: a few at once (a smudged QR code, a retry), then
-# one per 30 s, so guessing a code over the serial line is as slow as at the kiosk page.
-CODE_GUESSES = 5
-CODE_GUESS_REFILL_S = 30.0
-
-
-class GuessBrake:
-    """A token bucket for wrong codes: `burst` at once, then one more every `refill_s`."""
-
-    def __init__(
-        self,
-        burst: int = CODE_GUESSES,
-        refill_s: float = CODE_GUESS_REFILL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.burst = burst
-        self.refill_s = refill_s
-        self._clock = clock
-        self._tokens = float(burst)
-        self._at = clock()
-
-    def allowed(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) / self.refill_s)
-        self._at = now
-        return self._tokens >= 1.0
-
-    def wrong(self) -> None:
-        self._tokens = max(self._tokens - 1.0, 0.0)
 
 
 class TicketPrinter(Protocol):
@@ -93,6 +64,7 @@ class DispenserPort(DevicePort):
         *,
         offline_after: float = OFFLINE_AFTER_S,
         status_interval: float = STATUS_INTERVAL_S,
+        checkin_brake: CheckInBrake | None = None,
     ) -> None:
         super().__init__(hall, config)
         self.decoder = lp.LineDecoder()
@@ -110,7 +82,9 @@ class DispenserPort(DevicePort):
         self._checksums = False  # the device's last line had one: so do our pushes
         self._paper_detail = ""  # the detail an online report carries: paper-low or nothing
         self._status = Coalescer[str, tuple[int, int]](self._push_status, status_interval)
-        self.code_guesses = GuessBrake()
+        # The hall's one brake on wrong check-in codes, shared with the kiosks (this port's
+        # own when none is given).
+        self.checkin_brake = checkin_brake or CheckInBrake(KioskLimits())
         # Set by the composition root when the hall prints receipts for this dispenser: its
         # TAKE and CHECKIN tickets are printed (never ISSUED ones: the device printed those).
         self.receipts: TicketPrinter | None = None
@@ -253,7 +227,8 @@ class DispenserPort(DevicePort):
         return self._printed(_ticket_from(events))
 
     async def _check_in(self, code: str) -> lp.Words:
-        if not self.code_guesses.allowed():
+        brake, me = self.checkin_brake, f"dispenser:{self.name}"
+        if brake.take(me) > 0:
             self.device.refused += 1
             self.quiet.info("guesses", "port %s: too many wrong check-in codes", self.name)
             return lp.err(429, "too-many-codes")
@@ -264,10 +239,14 @@ class DispenserPort(DevicePort):
             try:
                 events = await self._run(command)
             except DomainError as exc:
-                if exc.code == 404:
-                    self.code_guesses.wrong()
+                if exc.code >= 500:  # never looked up
+                    brake.give_back(me)
+                if exc.slug in NOT_CHECKABLE_NOW:  # one answer: a miss tells nothing
+                    return lp.err(404, NO_APPOINTMENT_NOW)
                 raise
+            brake.give_back(me)
             return self._printed(_ticket_from(events))
+        brake.give_back(me)
         # A remote ticket's code: print the ticket the applicant already has.
         if ticket.finished:
             return lp.err(409, "ticket-finished")
