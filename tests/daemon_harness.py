@@ -84,6 +84,18 @@ def client_session(source: str = "127.0.0.1", connections: int = 0) -> aiohttp.C
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
+async def admin_login(s: aiohttp.ClientSession, base: str, password: str) -> tuple[int, float]:
+    """POST the admin login form as the page does: the status (303 = in) and Retry-After."""
+    async with s.post(
+        base + "/admin/login",
+        data={"password": password},
+        headers={"Origin": base},
+        allow_redirects=False,
+    ) as r:
+        await r.read()
+        return r.status, float(r.headers.get("Retry-After", "0"))
+
+
 def simulated_hall_config(
     tmp: Path, broker_port: int, dispenser: int | None = None, bus: int | None = None
 ) -> tuple[Path, int]:

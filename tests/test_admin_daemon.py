@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.daemon_harness import Daemon, free_port, write_config
+from tests.daemon_harness import Daemon, admin_login, free_port, write_config
 
 from .test_admin_metrics import parse_exposition
 
@@ -32,13 +32,7 @@ async def scrape(port: int, password: str) -> tuple[int, str, int]:
             async with s.get(base + path) as r:
                 statuses.add(r.status)
         anonymous = statuses.pop() if len(statuses) == 1 else 0
-        async with s.post(
-            base + "/admin/login",
-            data={"password": password},
-            headers={"Origin": base},
-            allow_redirects=False,
-        ) as r:
-            assert r.status == 303
+        assert (await admin_login(s, base, password))[0] == 303
         for path in ADMIN_PAGES[1:]:
             async with s.get(base + path) as r:
                 assert r.status == 200, path

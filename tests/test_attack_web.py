@@ -21,6 +21,7 @@ import pytest
 
 from tests.daemon_harness import (
     Daemon,
+    admin_login,
     client_session,
     free_port,
     hall_daemon,
@@ -71,17 +72,6 @@ async def post_json(
         return r.status, payload, r.headers
 
 
-async def login(s: aiohttp.ClientSession, base: str, password: str) -> int:
-    async with s.post(
-        base + "/admin/login",
-        data={"password": password},
-        headers={"Origin": base},
-        allow_redirects=False,
-    ) as r:
-        await r.read()
-        return r.status
-
-
 async def metric(s: aiohttp.ClientSession, base: str, name: str) -> float:
     async with s.get(base + "/metrics") as r:
         assert r.status == 200
@@ -121,7 +111,7 @@ async def test_a_login_burst_checks_a_handful_and_never_locks_out_this_pc(
     base = f"http://127.0.0.1:{port}"
     try:
         async with client_session() as admin:
-            assert await login(admin, base, PASSWORD) == 303
+            assert (await admin_login(admin, base, PASSWORD))[0] == 303
             before = await metric(admin, base, "hall_admin_login_checks_total")
             answers = await burst_logins(base, "127.0.0.2", 200)
             checks = await metric(admin, base, "hall_admin_login_checks_total") - before
@@ -135,7 +125,7 @@ async def test_a_login_burst_checks_a_handful_and_never_locks_out_this_pc(
             assert status == 429 and retry is not None
         # ... which does not apply to the hall PC itself: its admin logs in at once.
         async with client_session() as again:
-            assert await login(again, base, PASSWORD) == 303
+            assert (await admin_login(again, base, PASSWORD))[0] == 303
     finally:
         assert daemon.stop() == 0
 
@@ -229,7 +219,7 @@ async def test_deep_or_huge_json_is_refused_with_a_clear_error(hall: Running) ->
             status, answer, _ = await post_json(s, hall.base + path, data=big)
             assert status == 413 and answer["error"]["slug"] == "too-large", (path, answer)
         password = (hall.state / "admin-password.initial").read_text().strip()
-        assert await login(s, hall.base, password) == 303
+        assert (await admin_login(s, hall.base, password))[0] == 303
         async with s.get(hall.base + "/admin/", headers={"Accept": "text/html"}) as r:
             m = re.search(r'<meta name="csrf-token" content="([^"]+)"', await r.text())
             assert m is not None

@@ -15,7 +15,7 @@ from PIL import Image
 from playwright.async_api import expect
 
 from tests.chromium import chromium
-from tests.daemon_harness import Daemon, free_port, hall_daemon, quiet_config
+from tests.daemon_harness import Daemon, admin_login, free_port, hall_daemon, quiet_config
 
 pytestmark = pytest.mark.service
 
@@ -33,13 +33,7 @@ def qr_payloads(data: bytes) -> list[str]:
 
 async def admin_png(base: str, password: str, path: str) -> tuple[int, bytes]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-        async with s.post(
-            base + "/admin/login",
-            data={"password": password},
-            headers={"Origin": base},
-            allow_redirects=False,
-        ) as r:
-            assert r.status == 303
+        assert (await admin_login(s, base, password))[0] == 303
         async with s.get(base + path) as r:
             if r.status == 200:
                 assert r.headers.get("Cache-Control") == "no-store"

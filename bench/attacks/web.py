@@ -18,6 +18,7 @@ import aiohttp
 
 from tests.daemon_harness import (
     Daemon,
+    admin_login,
     client_session,
     free_port,
     hall_daemon,
@@ -38,20 +39,9 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _login(s: aiohttp.ClientSession, base: str, password: str) -> tuple[int, float]:
-    async with s.post(
-        base + "/admin/login",
-        data={"password": password},
-        headers={"Origin": base},
-        allow_redirects=False,
-    ) as r:
-        await r.read()
-        return r.status, float(r.headers.get("Retry-After", "0"))
-
-
 async def _burst(base: str, source: str, n: int) -> list[int]:
     async with client_session(source) as s:
-        answers = await asyncio.gather(*(_login(s, base, f"wrong {i}") for i in range(n)))
+        answers = await asyncio.gather(*(admin_login(s, base, f"wrong {i}") for i in range(n)))
     return [status for status, _ in answers]
 
 
@@ -65,7 +55,7 @@ async def _until_admin_gets_in(base: str) -> float:
     started = time.monotonic()
     async with client_session() as s:
         while True:
-            status, retry = await _login(s, base, PASSWORD)
+            status, retry = await admin_login(s, base, PASSWORD)
             if status == 303:
                 return time.monotonic() - started
             await asyncio.sleep(max(retry, 0.1))
@@ -74,7 +64,7 @@ async def _until_admin_gets_in(base: str) -> float:
 async def _logins(daemon: Daemon, base: str) -> dict[str, object]:
     assert daemon.proc is not None
     async with client_session() as admin:
-        assert (await _login(admin, base, PASSWORD))[0] == 303
+        assert (await admin_login(admin, base, PASSWORD))[0] == 303
         before, cpu = await _checks(admin, base), _cpu_s(daemon.proc.pid)
         statuses = await _burst(base, "127.0.0.1", LOGIN_BURST)
         checks = await _checks(admin, base) - before
