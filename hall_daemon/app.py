@@ -32,7 +32,7 @@ from . import commands as c
 from .admin import AdminHandle, AdminHandles, setup_admin
 from .checkin_brake import CheckInBrake
 from .config import ConfigError, HallConfig
-from .connections import FrontDoor, start_web
+from .connections import FrontDoor, front_door, start_web
 from .filemodes import ensure_state_dir
 from .hall import Hall
 from .model import DomainError
@@ -127,6 +127,7 @@ class Daemon:
         )
         if self.printer is not None:
             add_receipt_routes(app, self.printer)
+        door = front_door(self.config.web.limits)
         # Last of the routes: from here on everything but the public pages needs a login.
         handles = AdminHandles(
             ports=self.ports,
@@ -134,9 +135,10 @@ class Daemon:
             voice=self.voice,
             display=self.display,
             printer=self.printer,
+            web=door,
         )
         self.admin = setup_admin(app, self.hall, self.config, handles)
-        self._runner, self.front_door = await start_web(app, self.config.web)
+        self._runner, self.front_door = await start_web(app, self.config.web, door)
         log.info("web server on http://%s:%d/", self.config.web.host, self.config.web.port)
         loop = asyncio.get_running_loop()
         self._tasks += [

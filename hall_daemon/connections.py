@@ -31,7 +31,7 @@ import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -96,16 +96,20 @@ class FrontDoor:
         self.silent: OrderedDict[GuardedConnection, None] = OrderedDict()  # oldest first
         self.idle: OrderedDict[GuardedConnection, float] = OrderedDict()  # -> idle since
         self.by_transport: dict[asyncio.BaseTransport, GuardedConnection] = {}
-        self.stats = DoorStats()
+        self.counts = DoorStats()
         self.refusals = Reporter(log, "web: connections refused or closed")
+
+    def stats(self) -> dict[str, int]:
+        """For /metrics: what is held now, and what was refused or closed since start."""
+        return {"held": len(self.held), "cap": self.cap, **asdict(self.counts)}
 
     def refusal(self, client: str) -> str | None:
         """Why a new connection from `client` is refused, or None to admit it."""
         if self.per_client[client] >= self.limits.connections_per_client:
-            self.stats.refused_per_client += 1
+            self.counts.refused_per_client += 1
             return "over the limit of one client"
         if len(self.held) >= self.cap and not self._make_room():
-            self.stats.refused_full += 1
+            self.counts.refused_full += 1
             return "server full"
         return None
 
@@ -116,13 +120,13 @@ class FrontDoor:
             oldest, why = next(iter(self.idle)), "idle, to make room"
         else:
             return False
-        self.stats.made_room += 1
+        self.counts.made_room += 1
         self.refusals.count(why)
         oldest.close_with(TOO_MANY)
         return True
 
     def joined(self, conn: GuardedConnection) -> None:
-        self.stats.accepted += 1
+        self.counts.accepted += 1
         self.held.add(conn)
         self.per_client[conn.client] += 1
         self.silent[conn] = None
@@ -201,7 +205,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def _head_overdue(self) -> None:
         self._head_timer = None
-        self.door.stats.head_timeouts += 1
+        self.door.counts.head_timeouts += 1
         self.door.refusals.count("request head too slow")
         self.close_with(HEAD_TIMEOUT)
 
@@ -275,7 +279,7 @@ class Listener:
             self._arrived(conn, str(address[0]))
 
     def _failed(self, exc: OSError) -> None:
-        self.door.stats.accept_errors += 1
+        self.door.counts.accept_errors += 1
         self.errors.count(errno.errorcode.get(exc.errno or 0, str(exc)))
         self.loop.remove_reader(self.sock.fileno())
         self.loop.call_later(ACCEPT_PAUSE_S, self.start)
@@ -347,10 +351,17 @@ class GuardedSite(web.BaseSite):
         await super().stop()
 
 
-async def start_web(app: web.Application, config: WebConfig) -> tuple[web.AppRunner, FrontDoor]:
-    """Serve `app` on config's host and port behind the front door."""
+def front_door(limits: WebLimits) -> FrontDoor:
+    return FrontDoor(limits, connection_cap(limits.connections))
+
+
+async def start_web(
+    app: web.Application, config: WebConfig, door: FrontDoor | None = None
+) -> tuple[web.AppRunner, FrontDoor]:
+    """Serve `app` on config's host and port behind the front door (`door`: made for the
+    status page and /metrics to read beforehand)."""
     limits = config.limits
-    door = FrontDoor(limits, connection_cap(limits.connections))
+    door = door or front_door(limits)
     app.middlewares.insert(0, door.middleware)  # outermost: it must see every request end
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout_s)
     await runner.setup()

@@ -15,6 +15,8 @@ import pytest_asyncio
 
 from hall_daemon import commands as c
 from hall_daemon.admin.metrics import Exposition
+from hall_daemon.config import WebLimits
+from hall_daemon.connections import FrontDoor
 
 from .test_admin_security import T0, Rig, make_rig
 
@@ -149,6 +151,9 @@ async def test_metrics_parse_and_carry_the_halls_series(rig: Rig) -> None:
         {"enabled": True, "ok": False, "queue": 2, "played": 5, "dropped": 0, "faults": 1}
     )
     handles.printer = Source({"ok": True, "paper": "low", "printed": 12, "failed": 0})
+    door = FrontDoor(WebLimits(), cap=500)
+    door.counts.refused_per_client, door.counts.head_timeouts = 844, 3
+    handles.web = door
     await h.bus.drain()  # the metrics' bus subscription has counted every event
 
     r = await rig.client.get("/metrics")
@@ -175,6 +180,9 @@ async def test_metrics_parse_and_carry_the_halls_series(rig: Rig) -> None:
     assert value(s, "hall_voice_queue_length") == 2 and value(s, "hall_voice_ok") == 0
     assert value(s, "hall_printer", field="printed") == 12
     assert value(s, "hall_writer_healthy") == 1
+    assert value(s, "hall_web_connections_cap") == 500
+    assert value(s, "hall_web_connections_refused_total", reason="per_client") == 844
+    assert value(s, "hall_web_connections_refused_total", reason="head_timeout") == 3
     assert value(s, "hall_event_seq") == h.store.last_seq()
     assert 0 <= value(s, "hall_loop_lag_seconds") < 5
     assert value(s, "hall_state_dir_free_bytes") > 0

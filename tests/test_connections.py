@@ -74,13 +74,13 @@ async def test_one_address_gets_its_share_and_the_silent_make_room() -> None:
     door = FrontDoor(WebLimits(connections_per_client=3), cap=4)
     first = [arrive(door, "10.0.0.1") for _ in range(4)]
     assert [f is not None for f in first] == [True, True, True, False]
-    assert door.stats.refused_per_client == 1
+    assert door.counts.refused_per_client == 1
     talker = arrive(door, "10.0.0.2")
     assert talker is not None
     talker[0].data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     # Full: a newcomer closes the oldest connection that has said nothing yet.
     newcomer = arrive(door, "10.0.0.3")
-    assert newcomer is not None and door.stats.made_room == 1
+    assert newcomer is not None and door.counts.made_room == 1
     oldest = first[0]
     assert oldest is not None and oldest[1].closed
     assert oldest[1].written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
@@ -104,7 +104,7 @@ async def test_a_head_split_anywhere_stops_the_clock_and_a_late_one_gets_408() -
     await asyncio.sleep(0.1)
     assert not on_time[1].closed and on_time[0].inner.data.endswith(b"\r\n\r\n")  # type: ignore[attr-defined]
     assert late[1].closed and late[1].written.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-    assert door.stats.head_timeouts == 1 and set(door.per_client) == {"10.0.0.1"}
+    assert door.counts.head_timeouts == 1 and set(door.per_client) == {"10.0.0.1"}
 
 
 async def test_accept_errors_pause_accepting_and_are_logged_once_with_a_count(
@@ -128,7 +128,7 @@ async def test_accept_errors_pause_accepting_and_are_logged_once_with_a_count(
     finally:
         sock.close()
     assert Exhausted.calls == 1000  # one attempt per wake-up, never a burst of retries
-    assert listener.door.stats.accept_errors == 1000
+    assert listener.door.counts.accept_errors == 1000
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "EMFILE" in warnings[0], warnings
 
@@ -155,7 +155,7 @@ async def test_a_connection_closed_to_make_room_before_its_transport_hears_so_on
     assert door.refusal("10.0.0.1") is None
     early = GuardedConnection(door, "10.0.0.1", Inner())
     door.joined(early)
-    assert arrive(door, "10.0.0.2") is not None and door.stats.made_room == 1
+    assert arrive(door, "10.0.0.2") is not None and door.counts.made_room == 1
     transport = Transport()
     early.connection_made(transport)
     assert transport.closed and transport.written.startswith(b"HTTP/1.1 503 ")
@@ -184,7 +184,7 @@ async def test_the_site_serves_through_the_door_and_frees_its_port_when_stopped(
                 assert await r.text() == "127.0.0.1"
         finally:
             await runner.cleanup()
-        assert door.stats.accepted == 1 and not door.held
+        assert door.counts.accepted == 1 and not door.held
 
 
 async def test_when_none_is_silent_a_connection_idle_between_requests_makes_room() -> None:

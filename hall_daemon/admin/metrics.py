@@ -327,7 +327,32 @@ def render_metrics(
         "Admin logins refused unchecked by the throttle (429).",
         login_refused,
     )
+    _web_connections(x, read_stats(handles.web, "web"))
     return x.text()
+
+
+def _web_connections(x: Exposition, door: Any) -> None:
+    if not isinstance(door, dict):
+        return
+    x.gauge("hall_web_connections", "Web connections held now.", _num(door, "held"))
+    x.gauge("hall_web_connections_cap", "Web connections the server admits.", _num(door, "cap"))
+    reasons = {
+        "per_client": "refused_per_client",
+        "full": "refused_full",
+        "made_room": "made_room",
+        "head_timeout": "head_timeouts",
+    }
+    x.family(
+        "hall_web_connections_refused_total",
+        "counter",
+        "Web connections refused or closed by the front door, by reason.",
+        [({"reason": r}, int(door.get(key, 0))) for r, key in reasons.items()],
+    )
+    x.counter(
+        "hall_web_accept_errors_total",
+        "accept() failures (EMFILE, ENFILE, ...).",
+        _num(door, "accept_errors"),
+    )
 
 
 def _kiosk_refusals(handles: AdminHandles) -> dict[str, int]:

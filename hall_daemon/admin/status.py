@@ -51,6 +51,7 @@ class AdminHandles:
     voice: StatsSource | None = None  # broadcast.VoiceHandle
     printer: StatsSource | None = None  # the receipt printer's handle, when configured
     display: StatsSource | None = None  # display.DisplayHandle
+    web: StatsSource | None = None  # connections.FrontDoor: the web server's connections
 
 
 def read_stats(source: StatsSource | None, name: str) -> Any:
