@@ -40,7 +40,8 @@ HOSTILE_WINDOWS = [
 
 
 def post(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """POST `body` as JSON, or GET without one; patient (the store may be locked)."""
+    """POST `body` as JSON, or GET without one; patient: with the store locked, a command
+    may wait out the busy timeout (5 s) of the batch before its own as well as its own."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         data=None if body is None else json.dumps(body).encode(),
@@ -48,7 +49,7 @@ def post(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int,
         method="GET" if body is None else "POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
