@@ -34,7 +34,7 @@ from sync.commands import (
     parse,
     read_id,
 )
-from sync.connection import Connection, Settings
+from sync.service import SyncHandle, SyncOptions
 from tests.mqtt_broker import CONFIG, SPEC, T0, Contract, make_hall, mqtt_config
 
 pytestmark = pytest.mark.unit
@@ -256,21 +256,9 @@ def test_the_outlook_placeholder_covers_open_hours_and_says_what_it_is() -> None
     assert cell["forecast"] == queue_length_forecast(e.state, "A", 0, T0)
 
 
-def test_reconnect_backoff_is_capped_exponential_with_jitter() -> None:
-    settings = Settings(
-        host="broker.example",
-        port=1883,
-        client_id="hall",
-        keepalive=30,
-        protocol=5,
-        username=None,
-        password=lambda: None,
-        tls=None,
-        will_topic="hall/status",
-        will_payload=lambda: b"offline",
-    )
-    conn = Connection(settings, on_ready=lambda _s: asyncio.sleep(0), on_message=lambda *_: None)
-    backoff = conn._backoff
+def test_reconnect_backoff_is_capped_exponential_with_jitter(tmp_path: Path) -> None:
+    handle = SyncHandle(make_hall(tmp_path / "hall.db"), mqtt_config(1883), SyncOptions())
+    backoff = handle.conn._backoff
     ceilings, delays = [], []
     for _ in range(11):
         ceilings.append(backoff.ceiling())
