@@ -54,7 +54,7 @@ class Subscription:
             self.stats.dropped += 1
 
     async def run(self) -> None:
-        pauses = Backoff(first=0.1, cap=5.0)  # reset by every event handled
+        pauses = Backoff(first=0.1, cap=5.0)  # grows only while events keep failing in a row
         while True:
             event = await self.queue.get()
             try:
