@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from drivers import bus68
 from drivers.bus68 import Frame, Function, Key
 from drivers.devices.counter_bus import CounterBus
-from drivers.link import Backoff, LinkState
+from drivers.link import LinkState
 from drivers.ports import PortManager, start_ports
 from hall_daemon import commands as c
+from hall_daemon.backoff import Backoff
 from hall_daemon.config import CounterConfig, DeviceConfig, HallConfig, PortConfig, ServiceConfig
 from hall_daemon.events import StoredEvent
 from hall_daemon.hall import Hall

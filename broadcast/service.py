@@ -25,6 +25,7 @@ from datetime import time as clock_time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hall_daemon.backoff import Backoff
 from hall_daemon.commands import ReportDevice
 from hall_daemon.config import HallConfig, TimeRange
 from hall_daemon.events import (
@@ -296,16 +297,16 @@ class VoiceHandle:
         self._wake.set()
 
     async def _supervise(self) -> None:
-        backoff = 0.5
+        pauses = Backoff(first=0.5, cap=10.0)
         while True:
             try:
                 await self._consume()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("voice: play queue failed; restarting it in %.1f s", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                pause = pauses.next_delay()
+                log.exception("voice: play queue failed; restarting it in %.1f s", pause)
+                await asyncio.sleep(pause)
 
     async def _consume(self) -> None:
         if self.voice.voice_pack is not None and not self._started_consuming:

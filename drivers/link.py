@@ -21,7 +21,6 @@ import contextlib
 import enum
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -32,6 +31,9 @@ from typing import Any, Protocol, cast
 
 import serial
 from serial.urlhandler.protocol_socket import Serial as SocketSerial
+
+from hall_daemon.backoff import Backoff
+from hall_daemon.waits import wait_first
 
 log = logging.getLogger(__name__)
 
@@ -60,31 +62,6 @@ class LinkProtocol(Protocol):
     def data_received(self, data: bytes) -> None: ...
 
     def connection_lost(self, exc: Exception | None) -> None: ...
-
-
-class Backoff:
-    """0.5 s doubling to 30 s; each delay shortened by up to 10 % so ports do not retry in step."""
-
-    def __init__(
-        self,
-        first: float = 0.5,
-        cap: float = 30.0,
-        jitter: float = 0.1,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.first = first
-        self.cap = cap
-        self.jitter = jitter
-        self.failures = 0
-        self._rng = rng
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        base = min(self.first * 2.0 ** min(self.failures - 1, 30), self.cap)
-        return base * (1.0 - self.jitter * self._rng())
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 @dataclass
@@ -170,7 +147,7 @@ class SerialLink:
         self.url = url
         self.baudrate = baudrate
         self.protocol = protocol
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(first=0.5, cap=30.0)
         self.stats = LinkStats()
         self.history: deque[tuple[float, LinkState]] = deque(maxlen=64)
         self._opener = opener
@@ -260,12 +237,7 @@ class SerialLink:
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> SerialPort | None:
         opening = loop.run_in_executor(self._io, self._opener, self.url, self.baudrate)
-        wake = loop.create_task(self._wake.wait())
-        waiters: set[asyncio.Future[Any]] = {opening, wake}
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
+        await wait_first(self._wake, opening, timeout=None)
         if not opening.done():
             # Stopping while a connect hangs: let it finish on its own thread, then close it.
             opening.add_done_callback(_close_when_opened)
@@ -294,9 +266,7 @@ class SerialLink:
             await self._wake.wait()
             return
         while not os.path.exists(path):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PATH_POLL_S):
-                    await self._wake.wait()
+            await wait_first(self._wake, timeout=PATH_POLL_S)
             if self._wake.is_set():
                 return
 
@@ -328,12 +298,7 @@ class SerialLink:
             self.protocol.connection_made(self.write)
         except Exception:
             log.exception("port %s: protocol failed in connection_made", self.name)
-        wake = loop.create_task(self._wake.wait())
-        waiters: set[asyncio.Future[Any]] = {lost, wake}
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
+        await wait_first(self._wake, lost, timeout=None)
         error = lost.result() if lost.done() else None
         self._writes = None
         stop_reading.set()

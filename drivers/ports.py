@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from drivers.devices.base import DevicePort
 from drivers.devices.counter_bus import CounterBus
 from drivers.devices.dispenser import DispenserPort
-from drivers.link import Backoff, SerialLink
+from drivers.link import SerialLink
+from hall_daemon.backoff import Backoff
 
 if TYPE_CHECKING:
     from hall_daemon.checkin_brake import CheckInBrake

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from .backoff import Backoff
 from .events import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,13 @@ class Subscription:
             self.stats.dropped += 1
 
     async def run(self) -> None:
-        backoff = 0.1
+        pauses = Backoff(first=0.1, cap=5.0)  # grows only while events keep failing in a row
         while True:
             event = await self.queue.get()
             try:
                 await self.handler(event)
                 self.stats.delivered += 1
-                backoff = 0.1
+                pauses.reset()
                 if self.lagged and self.queue.empty():
                     self.lagged = False
                     self.stats.resyncs += 1
@@ -71,8 +72,7 @@ class Subscription:
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("subscriber %s failed on event %d; going on", self.name, event.seq)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(pauses.next_delay())
 
 
 class Bus:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -34,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from hall_daemon.backoff import Backoff
 from hall_daemon.config import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,7 @@ class Connection:
         self.last_error = ""
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
 
     @property
     def closing(self) -> bool:
@@ -296,7 +297,6 @@ class Connection:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         protocol = self.settings.protocol
-        failures = 0
         while not self._closing:
             sess = Session(loop, self._on_message)
             try:
@@ -313,8 +313,7 @@ class Connection:
                 raise
             except Exception as exc:  # OSError, ssl.SSLError, an unreadable password file
                 self._failed(f"cannot connect to {self._where()}: {exc}")
-                failures += 1
-                await self._backoff(failures)
+                await self._pause()
                 continue
             client.loop_start()
             try:
@@ -336,7 +335,7 @@ class Connection:
                     continue  # straight away: this is not an outage
                 if code != 0:
                     raise ConnectionLost(f"the broker refused the connection: {text}")
-                failures = 0
+                self._backoff.reset()
                 self.connected, self.protocol = True, protocol
                 log.info(
                     "connected to %s (MQTT %s)", self._where(), "5" if protocol == 5 else "3.1.1"
@@ -364,8 +363,7 @@ class Connection:
             if self.closing:
                 break
             self.reconnects += 1
-            failures += 1
-            await self._backoff(failures)
+            await self._pause()
 
     def _client(self, sess: Session, protocol: int) -> mqtt.Client:
         s = self.settings
@@ -422,22 +420,8 @@ class Connection:
     def _where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
-    async def _backoff(self, failures: int) -> None:
-        s = self.settings
-        await asyncio.sleep(backoff_delay(failures, s.backoff_min_s, s.backoff_max_s))
-
-
-def backoff_delay(
-    failures: int,
-    base: float,
-    cap: float,
-    rand: Callable[[float, float], float] = random.uniform,
-) -> float:
-    """Capped exponential backoff with jitter: the n-th failure in a row waits between half
-    and all of min(cap, base * 2**(n-1)). The random half keeps a city's halls from all
-    reconnecting in the same second when a central broker comes back."""
-    delay = min(cap, base * 2 ** min(failures - 1, 30))
-    return rand(delay / 2, delay)
+    async def _pause(self) -> None:
+        await asyncio.sleep(self._backoff.next_delay())
 
 
 def _discard(client: mqtt.Client, connecting: asyncio.Future[None]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hall_daemon.backoff import Backoff
 from hall_daemon.config import HallConfig
 from hall_daemon.events import StoredEvent, format_time
 from hall_daemon.hall import Hall
@@ -66,22 +67,11 @@ class SyncOptions:
 MAX_CORRELATION = 256  # bytes of MQTT 5 correlation data echoed; more is not echoed
 
 
-class RestartPause:
-    """The pause before a failed task runs again: doubling from `least` to `most` while it
-    keeps failing, and `least` again once it had run `healthy_s` (a failure now and then is
-    not a task that cannot run)."""
-
-    def __init__(self, least: float = 0.5, most: float = 30.0, healthy_s: float = 60.0) -> None:
-        self.least, self.most, self.healthy_s = least, most, healthy_s
-        self._next = least
-
-    def after(self, ran_s: float) -> float:
-        """The pause after a run of `ran_s` seconds that ended in a failure."""
-        if ran_s >= self.healthy_s:
-            self._next = self.least
-        pause = self._next
-        self._next = min(pause * 2, self.most)
-        return pause
+def restart_backoff(healthy_s: float) -> Backoff:
+    """The pauses before a failed task runs again: from 0.5 s doubling to 30 s while it keeps
+    failing, and short again once it had run `healthy_s` (a failure now and then is not a
+    task that cannot run)."""
+    return Backoff(first=0.5, cap=30.0, healthy_s=healthy_s)
 
 
 class SyncHandle:
@@ -241,7 +231,7 @@ class SyncHandle:
 
     def _spawn(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
         async def supervised() -> None:
-            pauses = RestartPause(healthy_s=self.options.healthy_after_s)
+            pauses = restart_backoff(self.options.healthy_after_s)
             while True:
                 started = time.monotonic()
                 try:
@@ -251,7 +241,7 @@ class SyncHandle:
                     raise
                 except Exception:
                     self._restarts += 1
-                    pause = pauses.after(time.monotonic() - started)
+                    pause = pauses.next_delay(ran_s=time.monotonic() - started)
                     log.exception("%s failed; restarting it in %.1f s", name, pause)
                     await asyncio.sleep(pause)
 

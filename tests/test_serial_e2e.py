@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 from drivers import bus68
 from drivers.bus68 import Bus68Decoder, Frame, Function, Key
 from drivers.devices.counter_bus import CounterBus
-from drivers.link import Backoff, LinkState
+from drivers.link import LinkState
 from drivers.ports import start_ports
 from hall_daemon import commands as c
+from hall_daemon.backoff import Backoff
 from hall_daemon.hall import Hall
 from hall_daemon.store import Store
 from tests.test_serial_link import (

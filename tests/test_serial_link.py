@@ -27,9 +27,10 @@ from drivers.devices import counter_view
 from drivers.devices.coalesce import Coalescer
 from drivers.devices.counter_bus import CounterBus
 from drivers.devices.keypad import PromptEvaluator, Unusable, key_action
-from drivers.link import Backoff, LinkState, SerialLink, Write
+from drivers.link import LinkState, SerialLink, Write
 from drivers.ports import PortManager, start_ports
 from hall_daemon import commands as c
+from hall_daemon.backoff import Backoff
 from hall_daemon.config import DeviceConfig, HallConfig, PortConfig, load_config
 from hall_daemon.hall import Hall
 from hall_daemon.model import CounterSpec
@@ -707,13 +708,16 @@ async def test_a_port_that_will_not_open_is_retried_and_logged_once(
 
 
 @pytest.mark.unit
-def test_backoff_doubles_to_its_cap_with_a_little_jitter() -> None:
-    backoff = Backoff(first=0.5, cap=30.0, jitter=0.1, rng=lambda: 0.0)
-    assert [backoff.next_delay() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+def test_a_link_retries_after_half_a_second_doubling_to_30_s_with_jitter() -> None:
+    backoff = SerialLink("p", "loop://", Recorder()).backoff
+    ceilings, delays = [], []
+    for _ in range(9):
+        ceilings.append(backoff.ceiling())
+        delays.append(backoff.next_delay())
+    assert ceilings == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    assert all(c / 2 <= d <= c for c, d in zip(ceilings, delays, strict=True))
     backoff.reset()
-    assert backoff.next_delay() == 0.5
-    jittered = Backoff(rng=lambda: 1.0)
-    assert jittered.next_delay() == pytest.approx(0.45)
+    assert backoff.ceiling() == 0.5
 
 
 # -- pure rules ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hall_daemon.quietlog import OncePer
 from sync import SyncOptions, payloads
 from sync.commands import MAX_DEPTH, CommandProcessor, Refused, parse, read_id, too_deep
-from sync.service import RestartPause, SyncHandle
+from sync.service import SyncHandle, restart_backoff
 from tests.mqtt_broker import CONFIG, SPEC, T0, Clock, make_hall
 
 pytestmark = pytest.mark.unit
@@ -179,10 +179,11 @@ async def test_the_command_queue_is_bounded_in_messages_and_bytes(tmp_path: Path
 
 
 def test_restart_pauses_double_while_failing_and_reset_after_a_healthy_run() -> None:
-    pauses = RestartPause(least=0.5, most=30.0, healthy_s=60.0)
-    assert [pauses.after(0.01) for _ in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
-    assert pauses.after(61.0) == 0.5
-    assert pauses.after(0.01) == 1.0
+    pauses = restart_backoff(healthy_s=60.0)
+    for ceiling in [0.5, 1, 2, 4, 8, 16, 30, 30]:
+        assert ceiling / 2 <= pauses.next_delay(ran_s=0.01) <= ceiling
+    assert 0.25 <= pauses.next_delay(ran_s=61.0) <= 0.5
+    assert 0.5 <= pauses.next_delay(ran_s=0.01) <= 1.0
 
 
 def test_a_flood_of_one_kind_of_line_is_logged_once_per_interval(

@@ -34,7 +34,7 @@ from sync.commands import (
     parse,
     read_id,
 )
-from sync.connection import backoff_delay
+from sync.service import SyncHandle, SyncOptions
 from tests.mqtt_broker import CONFIG, SPEC, T0, Contract, make_hall, mqtt_config
 
 pytestmark = pytest.mark.unit
@@ -256,13 +256,16 @@ def test_the_outlook_placeholder_covers_open_hours_and_says_what_it_is() -> None
     assert cell["forecast"] == queue_length_forecast(e.state, "A", 0, T0)
 
 
-def test_reconnect_backoff_is_capped_exponential_with_jitter() -> None:
-    low = [backoff_delay(n, 0.5, 30, lambda lo, hi: lo) for n in range(1, 12)]
-    high = [backoff_delay(n, 0.5, 30, lambda lo, hi: hi) for n in range(1, 12)]
-    assert high[:5] == [0.5, 1.0, 2.0, 4.0, 8.0] and low[:2] == [0.25, 0.5]
-    assert high[-1] == 30.0 and low[-1] == 15.0  # capped
-    delays = [backoff_delay(8, 0.5, 30) for _ in range(50)]
-    assert all(15.0 <= d <= 30.0 for d in delays) and len(set(delays)) > 40  # jittered
+def test_reconnect_backoff_is_capped_exponential_with_jitter(tmp_path: Path) -> None:
+    handle = SyncHandle(make_hall(tmp_path / "hall.db"), mqtt_config(1883), SyncOptions())
+    backoff = handle.conn._backoff
+    ceilings, delays = [], []
+    for _ in range(11):
+        ceilings.append(backoff.ceiling())
+        delays.append(backoff.next_delay())
+    assert ceilings[:5] == [0.5, 1.0, 2.0, 4.0, 8.0] and ceilings[-1] == 30.0  # capped
+    assert all(c / 2 <= d <= c for c, d in zip(ceilings, delays, strict=True))  # jittered
+    assert delays[0] >= 0.25 and delays[-1] >= 15.0
 
 
 # -- commands ---------------------------------------------------------------------------------
