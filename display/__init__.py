@@ -5,7 +5,6 @@ see display/server.py for the routes, display/feed.py for the push path and
 display/views.py for what each page may show.
 """
 
-from .receipts import Receipt, ReceiptPrinter
 from .server import DisplayHandle, setup_display
 
-__all__ = ["DisplayHandle", "Receipt", "ReceiptPrinter", "setup_display"]
+__all__ = ["DisplayHandle", "setup_display"]

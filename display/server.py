@@ -38,11 +38,11 @@ from hall_daemon.checkin_brake import NO_APPOINTMENT_NOW, NOT_CHECKABLE_NOW, Che
 from hall_daemon.config import HallConfig
 from hall_daemon.hall import Hall
 from hall_daemon.model import DomainError
+from hall_daemon.receipts import Receipt, ReceiptPrinter
 from hall_daemon.webedge import BodyError, read_json_object
 
 from .feed import Hub, dumps
 from .kiosk_gate import KioskGate, Refusal
-from .receipts import Receipt, ReceiptPrinter
 from .views import JSON, ticket_view
 
 log = logging.getLogger(__name__)

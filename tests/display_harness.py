@@ -21,11 +21,12 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
-from display import Receipt, setup_display
+from display import setup_display
 from display.server import DisplayHandle
 from hall_daemon import commands as c
 from hall_daemon.config import HallConfig, load_config
 from hall_daemon.hall import Hall
+from hall_daemon.receipts import Receipt
 from hall_daemon.store import Store
 from hall_daemon.web import make_app
 from tests.chromium import PageWatch, chromium

@@ -18,11 +18,12 @@ import pytest_asyncio
 from aiohttp import WSCloseCode
 from aiohttp.test_utils import TestClient, TestServer
 
-from display import Receipt, setup_display
+from display import setup_display
 from display.server import DisplayHandle
 from hall_daemon import commands as c
 from hall_daemon.config import HallConfig, OpeningHours, load_config
 from hall_daemon.hall import Hall
+from hall_daemon.receipts import Receipt
 from hall_daemon.store import Store
 from hall_daemon.web import make_app
 

@@ -14,7 +14,6 @@ import zxingcpp
 from PIL import Image
 
 from broadcast.phrase import PhraseBuilder
-from display.receipts import Receipt
 from drivers.printer.connection import parse_status
 from drivers.printer.escpos_out import (
     FS_CHINESE_OFF,
@@ -27,6 +26,7 @@ from drivers.printer.layout import build_layout, width, wrap
 from drivers.printer.preview import png
 from drivers.printer.service import check_profile
 from hall_daemon.config import ConfigError, PrinterConfig
+from hall_daemon.receipts import Receipt
 from tests.test_serial_link import CONFIG
 
 TOKEN = "Zq3xV9kLmN2pR7sT4uW8yA"  # the shape of secrets.token_urlsafe(16)

@@ -1,7 +1,7 @@
 """What a receipt says, line by line: one layout that the ESC/POS output and the PNG preview
 both draw, so the preview shows what the paper will.
 
-Pure: a `Receipt` (display/receipts.py) in, a `Layout` out; no I/O, no clock.
+Pure: a `Receipt` (hall_daemon/receipts.py) in, a `Layout` out; no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from display.receipts import Receipt
+from hall_daemon.receipts import Receipt
 
 Size = Literal["small", "normal", "large", "huge"]
 Align = Literal["left", "center"]

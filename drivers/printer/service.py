@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from display.receipts import Receipt
 from hall_daemon import commands as c
 from hall_daemon.config import ConfigError, HallConfig, PrinterConfig
 from hall_daemon.events import REPRINT_REQUESTED, StoredEvent
 from hall_daemon.model import DomainError
+from hall_daemon.receipts import Receipt
 from hall_daemon.state import WAITING, Ticket
 
 from .connection import Connection, PrinterFault, Status

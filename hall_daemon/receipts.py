@@ -1,9 +1,12 @@
-"""The hook between the kiosk page and a receipt printer (the printer itself is drivers/' job).
+"""What a receipt carries and what prints one, shared by the kiosk page and the printer.
+
+Both sides speak this type, so it lives in the core: the kiosk page (display/) builds a
+`Receipt` and hands it to whatever `ReceiptPrinter` the composition root gives it, and the
+printer (drivers/printer/) lays it out, without either output importing the other.
 
 The kiosk issues the ticket first and shows it; printing runs afterwards, in the
-background, through whatever `ReceiptPrinter` the composition root gives the display. A
-printer that fails never takes the ticket back: the page tells the applicant to note the
-number, and the applicant page (the QR code's target) still works without paper.
+background. A printer that fails never takes the ticket back: the page tells the applicant
+to note the number, and the applicant page (the QR code's target) still works without paper.
 """
 
 from __future__ import annotations
