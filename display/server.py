@@ -23,7 +23,6 @@ import hashlib
 import html
 import logging
 import re
-import secrets
 import string
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,6 +38,7 @@ from hall_daemon.config import HallConfig
 from hall_daemon.hall import Hall
 from hall_daemon.model import DomainError
 from hall_daemon.receipts import Receipt, ReceiptPrinter
+from hall_daemon.tokens import looks_like_token, new_token
 from hall_daemon.webedge import BodyError, read_json_object
 
 from .feed import Hub, dumps
@@ -52,7 +52,6 @@ STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
 
 STATIC_ROUTE = "display_static"
-TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # secrets.token_urlsafe(16) gives 22 characters
 KIOSK_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_CODE = 256
 MAX_BODY = 4096  # a service code, a flag, a kiosk id, a 256-character code: far less
@@ -315,7 +314,7 @@ class _Pages:
         refusal = self.gate.take_ticket(client)
         if refusal is not None:
             return _refused(refusal)
-        token = secrets.token_urlsafe(16)
+        token = new_token()
         command = c.TakeTicket(self.hall.now(), service, token, "dispenser", priority)
         return await self._issue(command, token, _kiosk_id(body))
 
@@ -352,9 +351,9 @@ class _Pages:
             # A remote ticket's QR code (taken in the app): it is in the queue already; show
             # it and print it, like a ticket taken here.
             return self._ticket_response(token, kiosk, existing=True)
-        new_token = secrets.token_urlsafe(16)
-        command = c.CheckIn(self.hall.now(), code, new_token)
-        return await self._issue(command, new_token, kiosk, hidden=NOT_CHECKABLE_NOW)
+        token = new_token()
+        command = c.CheckIn(self.hall.now(), code, token)
+        return await self._issue(command, token, kiosk, hidden=NOT_CHECKABLE_NOW)
 
     async def _issue(
         self, command: c.Command, token: str, kiosk: str, hidden: frozenset[str] = frozenset()
@@ -428,7 +427,7 @@ class _Pages:
     # -- the applicant's page ---------------------------------------------------------------------
     async def ticket(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
-        if not TOKEN.fullmatch(token) or token not in self.hall.state.by_token:
+        if not looks_like_token(token) or token not in self.hall.state.by_token:
             return self._not_found(request, "ticket")
         content = _template("ticket.html").substitute(
             hall=_bi(self.config.hall.name, self.config.hall.name_en)
@@ -444,7 +443,7 @@ class _Pages:
 
     async def ticket_ws(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
-        if not TOKEN.fullmatch(token):
+        if not looks_like_token(token):
             raise web.HTTPNotFound()
         # An unknown token gets a feed too; its first and only message is {"t": "gone"}.
         return await self.hub.serve(request, self.hub.ticket_feed(token))
@@ -501,4 +500,4 @@ def _token_in(code: str) -> str | None:
     """The token of a scanned ticket QR: a .../t/<token> URL, or the bare token."""
     path = urlsplit(code).path if "/" in code else code
     last = unquote(path.rstrip("/").rsplit("/", 1)[-1])
-    return last if TOKEN.fullmatch(last) else None
+    return last if looks_like_token(last) else None

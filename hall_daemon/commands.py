@@ -19,7 +19,7 @@ DeviceState = Literal["online", "offline", "fault"]
 class TakeTicket:
     at: datetime
     service: str
-    token: str  # unguessable, made by the adapter (secrets.token_urlsafe(16))
+    token: str  # unguessable, made by the adapter (tokens.new_token)
     channel: Channel = "dispenser"
     priority: bool = False
     number: str | None = None  # set when a self-numbering dispenser already printed it (ISSUED)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +37,7 @@ from hall_daemon.model import Conflict, DomainError, NotFound
 from hall_daemon.quietlog import OncePer
 from hall_daemon.state import CANCELLED, WAITING
 from hall_daemon.store import StoreError
+from hall_daemon.tokens import looks_like_token, new_token
 
 from . import payloads
 
@@ -56,9 +56,6 @@ DEDUPE_WINDOW = timedelta(hours=24)
 
 NAMES = ("ticket.remote", "ticket.cancel", "appointment.upsert", "appointment.cancel")
 
-# A token is secrets.token_urlsafe(16) (22 characters); accept any urlsafe string long
-# enough to carry the contract's 96 bits, and nothing that could be a ticket number.
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Used only when the payload is not valid JSON, to find an id to address the error to.
 _ID_IN_TEXT = re.compile(r'"id"\s*:\s*"((?:[^"\\\x00-\x1f]|\\.){1,128})"')
 # What the depth check looks at: string delimiters, escapes, and brackets.
@@ -283,7 +280,7 @@ def parse(name: str, payload: bytes, services: frozenset[str]) -> Request:
         return RemoteTicket(command_id, f.service(services), f.text("appointment", required=False))
     if name == "ticket.cancel":
         token = f.required("token")
-        if not _TOKEN.fullmatch(token):
+        if not looks_like_token(token):
             raise f.refuse(400, "bad-value", "field 'token' is not a ticket token")
         return CancelTicket(command_id, token)
     if name == "appointment.upsert":
@@ -397,7 +394,7 @@ class CommandProcessor:
         self.dedupe = DedupeStore(hall)
         self.stats = CommandStats()
         self._quiet = OncePer(log, 60.0)
-        self._token = token or (lambda: secrets.token_urlsafe(16))
+        self._token = token or new_token
 
     async def handle(self, name: str, payload: bytes) -> bytes | None:
         """Never raises: whatever goes wrong with one command is that command's 500 reply

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +29,7 @@ from hall_daemon.config import KioskLimits
 from hall_daemon.events import StoredEvent
 from hall_daemon.model import DomainError
 from hall_daemon.state import WAITING
+from hall_daemon.tokens import new_token
 
 if TYPE_CHECKING:
     from hall_daemon.config import PortConfig
@@ -216,7 +216,7 @@ class DispenserPort(DevicePort):
         return c.TakeTicket(
             self.hall.now(),
             service,
-            secrets.token_urlsafe(16),
+            new_token(),
             channel="dispenser",
             priority=priority,
             number=number,
@@ -235,7 +235,7 @@ class DispenserPort(DevicePort):
         state = self.hall.state
         ticket = state.by_token.get(code)
         if ticket is None:
-            command = c.CheckIn(self.hall.now(), code, secrets.token_urlsafe(16))
+            command = c.CheckIn(self.hall.now(), code, new_token())
             try:
                 events = await self._run(command)
             except DomainError as exc:

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from aiohttp import web
 from .. import commands as c
 from ..hall import Hall
 from ..model import DomainError
+from ..tokens import new_token
 from ..webedge import BodyError, read_json_object
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ ACTIONS: dict[str, Builder] = {
     "counter.pause": lambda h, b: c.PauseCounter(h.now(), _int(b, "counter")),
     "counter.close": lambda h, b: c.CloseCounter(h.now(), _int(b, "counter")),
     "ticket.issue": lambda h, b: c.TakeTicket(
-        h.now(), _str(b, "service"), secrets.token_urlsafe(16), "counter", _bool(b, "priority")
+        h.now(), _str(b, "service"), new_token(), "counter", _bool(b, "priority")
     ),
     "ticket.cancel": lambda h, b: c.Cancel(h.now(), _ticket(b), "admin"),
     "ticket.move": lambda h, b: c.MoveTicket(h.now(), _ticket(b), _str(b, "service")),
