@@ -89,3 +89,14 @@ def test_the_running_daemon_without_a_printer_maps_no_pillow(tmp_path: Path) -> 
             assert daemon.stop() == 0
     assert "PIL/_imaging" in maps[False]  # so the check below can see it at all
     assert "PIL/" not in maps[True]
+
+
+def test_a_hall_on_postgresql_imports_psycopg_and_still_no_printer_library(
+    tmp_path: Path, pg_url: str
+) -> None:
+    config = without_printer(quiet_config(tmp_path, free_port()))
+    text = config.read_text(encoding="utf-8").replace(
+        "storage:\n", f"storage:\n  url: {pg_url}\n", 1
+    )
+    config.write_text(text, encoding="utf-8")
+    assert imported_after_start(config) == ["psycopg"]
