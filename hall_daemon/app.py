@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,7 +26,6 @@ from broadcast import VoiceHandle, start_voice
 from display import DisplayHandle, setup_display
 from drivers.devices.dispenser import DispenserPort
 from drivers.ports import PortManager, start_ports
-from drivers.printer import PrinterHandle, add_receipt_routes, check_profile, start_printer
 from sync import SyncHandle, start_sync
 
 from . import commands as c
@@ -41,6 +41,10 @@ from .store import Store
 from .systemd import notify
 from .watchdog import run_watchdog, watchdog_plan
 from .web import make_app
+
+if TYPE_CHECKING:
+    # python-escpos, Pillow and qrcode come with it: imported only for a hall with a printer.
+    from drivers.printer import PrinterHandle
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,11 @@ class Daemon:
         await self.hall.start()
         # Outputs first, so they hear every event the inputs cause.
         self.voice = await start_voice(self.hall, self.config)
-        self.printer = await start_printer(self.hall, self.config)
+        if self.config.printer is not None:
+            # Only here: a hall without a printer pays no memory for python-escpos and Pillow.
+            from drivers.printer import start_printer
+
+            self.printer = await start_printer(self.hall, self.config)
         if self.printer is not None and self.voice is not None:
             self.printer.on_failed = self.voice.say_number  # no receipt: hear the number
         checkin_brake = CheckInBrake(self.config.kiosk_limits)  # kiosks and dispensers alike
@@ -126,6 +134,8 @@ class Daemon:
             app, self.hall, self.config, receipts=self.printer, checkin_brake=checkin_brake
         )
         if self.printer is not None:
+            from drivers.printer import add_receipt_routes
+
             add_receipt_routes(app, self.printer)
         door = front_door(self.config.web.limits)
         # Last of the routes: from here on everything but the public pages needs a login.
@@ -211,9 +221,12 @@ class Daemon:
 
 
 def run(config: HallConfig) -> None:
-    try:
-        check_profile(config)  # the printer profile lives in python-escpos, not in config.py
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+    if config.printer is not None:
+        from drivers.printer import check_profile
+
+        try:
+            check_profile(config)  # the printer profile lives in python-escpos, not in config.py
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            raise SystemExit(2) from None
     asyncio.run(Daemon(config).run_until_signalled())
